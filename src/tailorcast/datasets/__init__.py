@@ -1,0 +1,24 @@
+"""Data sets to try tailorcast on: a generated demo shop and the MovieLens 100K loader."""
+
+from __future__ import annotations
+
+from tailorcast.datasets.demo_shop import (
+    DIRT_KINDS,
+    DemoFiles,
+    DemoShop,
+    DemoTruth,
+    demo_shop,
+    write_events_csv,
+)
+from tailorcast.datasets.movielens import MovieLens, load_movielens
+
+__all__ = [
+    "DIRT_KINDS",
+    "DemoFiles",
+    "DemoShop",
+    "DemoTruth",
+    "MovieLens",
+    "demo_shop",
+    "load_movielens",
+    "write_events_csv",
+]

@@ -1,0 +1,744 @@
+"""Events ingest: map -> validate -> pseudonymize -> dedupe -> clean -> store, in one transaction.
+
+The heavy lifting is DuckDB SQL over the loaded source table, so millions of rows never
+pass through Python. Python touches only the *distinct* customer IDs (keyed HMAC and
+AES-GCM are not available in DuckDB) and the handful of rows the parser could not read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from tailorcast.errors import ConfigError, DataError
+from tailorcast.ingest.config import IngestConfig
+from tailorcast.ingest.readers import ParseReject, SourceTable, load_source
+from tailorcast.privacy import Keys
+from tailorcast.schema import EVENT_COLUMNS, REQUIRED_EVENT_COLUMNS
+from tailorcast.store import Store, quote_ident, scalar
+
+__all__ = ["IngestSummary", "Progress", "ingest_events", "resolve_columns"]
+
+Progress = Callable[[str, float], None]
+
+#: Columns the events table owns; a source column of the same name is stored with a suffix.
+_RESERVED = {"amount_outlier", "batch_id", "user_raw", "reason", "reason_column", "_line"}
+_MAX_QUANTITY = 1_000_000
+_TEMP_TABLES = (
+    "_raw",
+    "_stage",
+    "_pseudo",
+    "_good",
+    "_priced",
+    "_outlier",
+    "_synonyms",
+    "_ident_new",
+)
+_MAX_EPOCH_MS = 1e14  # year ~5138: anything larger is not a timestamp
+
+
+@dataclass
+class IngestSummary:
+    """What one ingest did. ``rows_read == accepted + rejected + duplicates`` always."""
+
+    kind: str
+    source: str
+    batch_id: int
+    rows_read: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    near_duplicates: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    outliers: int = 0
+    outlier_action: str = "flag"
+    sessions_derived: int = 0
+    new_customers: int = 0
+    bots_flagged: int = 0
+    imputations: list[dict[str, Any]] = field(default_factory=list)
+    extra_columns: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check(self) -> None:
+        """Raise if the counts do not reconcile (that would be a bug, never a user error)."""
+        total = self.accepted + self.rejected + self.duplicates
+        if total != self.rows_read:
+            raise AssertionError(
+                f"ingest of {self.source} does not reconcile: read {self.rows_read}, "
+                f"accepted {self.accepted} + rejected {self.rejected} + duplicates "
+                f"{self.duplicates} = {total}"
+            )
+
+
+def _noop(step: str, fraction: float) -> None:
+    return None
+
+
+def resolve_columns(
+    source: SourceTable, mapping: dict[str, str], canonical: tuple[str, ...]
+) -> tuple[dict[str, str], list[str]]:
+    """Map source columns to canonical names.
+
+    Returns ``(canonical -> source column, extra source columns)``. Canonical names match
+    case-insensitively; ``mapping`` is ``source -> target``.
+    """
+    by_lower = {c.lower(): c for c in source.columns}
+    resolved: dict[str, str] = {}
+    for src, dst in mapping.items():
+        col = by_lower.get(src.strip().lower())
+        if col is None:
+            continue  # a mapping for a column this file lacks (the same --map serves 3 files)
+        dst = dst.strip()
+        if dst in resolved and resolved[dst] != col:
+            raise DataError(
+                f"columns {resolved[dst]!r} and {col!r} are both mapped to {dst!r}",
+                source=source.label,
+            )
+        resolved[dst] = col
+    for c in source.columns:
+        name = c.strip().lower()
+        if name in canonical and name not in resolved and c not in resolved.values():
+            resolved[name] = c
+    used = set(resolved.values())
+    extras = [c for c in source.columns if c not in used]
+    return resolved, extras
+
+
+def _store_name(extra: str, taken: set[str]) -> str:
+    name = extra.strip()
+    if name.lower() in _RESERVED or name.lower() in taken:
+        name = f"{name}_src"
+    return name
+
+
+class _EventsIngest:
+    def __init__(
+        self, store: Store, config: IngestConfig, keys: Keys | None, progress: Progress
+    ) -> None:
+        self.store = store
+        self.con: duckdb.DuckDBPyConnection = store.con
+        self.config = config
+        self.keys = keys
+        self.progress = progress
+        self.pseudonymize = config.privacy.pseudonymize
+        if self.pseudonymize and keys is None:
+            raise ConfigError("pseudonymizing customer IDs needs the store keys")
+
+    # -- SQL building ---------------------------------------------------------------------
+    def _stage_sql(self, src: SourceTable, cols: dict[str, str], extras: dict[str, str]) -> str:
+        """One pass over the source: clean text, parse, validate, pseudonymize, key.
+
+        Valid rows get ``event_key``, a 128-bit hash that makes re-ingest idempotent: of the
+        source's event_id when it has one, else of the row's canonical values (with the
+        *pseudonym*, never the raw customer ID: an unkeyed hash of a raw ID could be
+        reversed by hashing guesses).
+        """
+        cfg = self.config
+        clean = cfg.cleaning
+
+        def text(canon: str) -> str:
+            col = cols.get(canon)
+            return f"NULLIF(trim(r.{quote_ident(col)}), '')" if col else "NULL::VARCHAR"
+
+        etype = text("event_type")
+        if cfg.events.event_type is not None:
+            fallback = cfg.events.event_type.strip().lower().replace("'", "''")
+            etype = f"coalesce({etype}, '{fallback}')"
+        if cfg.events.timestamp_format:
+            ts_expr = "CAST(try_strptime(t.ts_raw, $fmt) AS TIMESTAMP)"
+        else:
+            ts_expr = (
+                "CASE WHEN t.ts_num IS NOT NULL THEN CASE "
+                f"WHEN abs(t.ts_num) >= {_MAX_EPOCH_MS} THEN NULL "
+                "WHEN abs(t.ts_num) >= 1e11 THEN make_timestamp(CAST(t.ts_num * 1000 AS BIGINT)) "
+                "ELSE make_timestamp(CAST(t.ts_num * 1000000 AS BIGINT)) END "
+                "ELSE CAST(TRY_CAST(t.ts_raw AS TIMESTAMPTZ) AS TIMESTAMP) END"
+            )
+        max_id = clean.max_id_length
+        extra_sel = "".join(
+            f", r.{quote_ident(src_col)} AS {quote_ident(dst)}" for src_col, dst in extras.items()
+        )
+        reasons = [
+            ("user_raw IS NULL", "missing user_id", "user_id"),
+            (f"length(user_raw) > {max_id}", "user_id too long", "user_id"),
+            ("contains(user_raw, chr(0))", "user_id contains a NUL byte", "user_id"),
+            ("item_id IS NULL", "missing item_id", "item_id"),
+            (f"length(item_id) > {max_id}", "item_id too long", "item_id"),
+            ("contains(item_id, chr(0))", "item_id contains a NUL byte", "item_id"),
+            ("etype_raw IS NULL", "missing event_type", "event_type"),
+            ("event_type IS NULL", "unknown event type", "event_type"),
+            ("ts_raw IS NULL", "missing timestamp", "timestamp"),
+            ("ts IS NULL", "unparseable timestamp", "timestamp"),
+            ("ts > $max_ts", "timestamp in the future", "timestamp"),
+            ("ts < $min_ts", "timestamp too old", "timestamp"),
+            ("amount_raw IS NOT NULL AND amount IS NULL", "amount is not a number", "amount"),
+            ("isnan(amount) OR isinf(amount)", "amount is not finite", "amount"),
+            ("amount < 0", "negative amount", "amount"),
+            (
+                "quantity_raw IS NOT NULL AND quantity_num IS NULL",
+                "quantity is not a number",
+                "quantity",
+            ),
+            (
+                f"quantity_num < 1 OR quantity_num > {_MAX_QUANTITY} "
+                "OR quantity_num <> floor(quantity_num)",
+                "quantity is not a whole number >= 1",
+                "quantity",
+            ),
+        ]
+        reason = "CASE " + " ".join(f"WHEN {c} THEN '{r}'" for c, r, _ in reasons) + " END"
+        reason_col = (
+            "CASE reason " + " ".join(f"WHEN '{r}' THEN '{k}'" for _, r, k in reasons) + " END"
+        )
+        key_parts = [
+            "user_id",
+            "item_id",
+            "event_type",
+            "CAST(epoch_us(ts) AS VARCHAR)",
+            "coalesce(CAST(amount AS VARCHAR), '')",
+            "CAST(quantity AS VARCHAR)",
+            "coalesce(session_src, '')",
+        ] + [f"coalesce({quote_ident(e)}, '')" for e in extras.values()]
+        return f"""
+        CREATE OR REPLACE TEMP TABLE _stage AS
+        WITH t AS (
+            SELECT {src.line_sql} AS _line,
+                {text("user_id")} AS user_raw,
+                {text("item_id")} AS item_id,
+                lower({etype}) AS etype_raw,
+                {text("timestamp")} AS ts_raw,
+                TRY_CAST(ts_raw AS DOUBLE) AS ts_num,
+                {text("amount")} AS amount_raw,
+                {text("quantity")} AS quantity_raw,
+                {text("session_id")} AS session_src,
+                {text("event_id")} AS event_id
+                {extra_sel}
+            FROM {quote_ident(src.table)} r
+        ), p AS (
+            SELECT t.* EXCLUDE (ts_num), ps.user_id,
+                syn.canonical AS event_type,
+                {ts_expr} AS ts,
+                TRY_CAST(t.amount_raw AS DOUBLE) AS amount,
+                TRY_CAST(t.quantity_raw AS DOUBLE) AS quantity_num
+            FROM t
+            LEFT JOIN _synonyms syn ON syn.name = t.etype_raw
+            LEFT JOIN _pseudo ps ON ps.user_raw = t.user_raw
+        ), v AS (
+            SELECT p.* EXCLUDE (quantity_num),
+                CAST(CASE WHEN quantity_num BETWEEN 1 AND {_MAX_QUANTITY}
+                     THEN quantity_num ELSE 1 END AS INTEGER) AS quantity,
+                {reason} AS reason
+            FROM p
+        )
+        SELECT v.* EXCLUDE (user_raw, etype_raw, ts_raw, amount_raw, quantity_raw),
+            {reason_col} AS reason_column,
+            CASE WHEN reason IS NULL THEN md5_number(
+                CASE WHEN event_id IS NOT NULL THEN 'id|' || event_id
+                     ELSE concat_ws('|', {", ".join(key_parts)}) END)
+            END AS event_key
+        FROM v
+        """
+
+    # -- steps ----------------------------------------------------------------------------
+    def run(self, source: Any, label: str | None) -> IngestSummary:
+        started = time.perf_counter()
+        con = self.con
+        cfg = self.config
+        self.progress("reading", 0.0)
+        src = load_source(con, source, table="_raw", label=label)
+        self.progress("validating", 0.25)
+        mapped, extras_src = resolve_columns(src, cfg.events.columns, tuple(EVENT_COLUMNS))
+        required = [c for c in REQUIRED_EVENT_COLUMNS if c != "event_type"]
+        if cfg.events.event_type is None:
+            required.append("event_type")
+        missing = [c for c in required if c not in mapped]
+        if missing:
+            hint = " (use --map SOURCE=TARGET"
+            hint += ", or --event-type" if "event_type" in missing else ""
+            raise DataError(
+                f"required column(s) missing after mapping: {', '.join(missing)}; "
+                f"columns found: {', '.join(src.columns)}{hint})",
+                source=src.label,
+            )
+        taken = {c.lower() for c in EVENT_COLUMNS} | {"event_key"}
+        extras: dict[str, str] = {}
+        for e in extras_src:
+            name = _store_name(e, taken)
+            taken.add(name.lower())
+            extras[e] = name
+
+        summary = IngestSummary(
+            kind="events",
+            source=src.label,
+            batch_id=self.store.next_batch_id(),
+            outlier_action=cfg.cleaning.outliers,
+            extra_columns=list(extras.values()),
+        )
+        syn = cfg.synonyms()
+        _temp_table(
+            con, "_synonyms", pa.table({"name": list(syn.keys()), "canonical": list(syn.values())})
+        )
+        self.progress("pseudonymizing", 0.35)
+        self._pseudonyms(f"NULLIF(trim(r.{quote_ident(mapped['user_id'])}), '')")
+
+        now = datetime.now(UTC).replace(tzinfo=None)
+        params: dict[str, Any] = {
+            "max_ts": now + timedelta(seconds=cfg.cleaning.max_future_seconds),
+            "min_ts": datetime.fromisoformat(cfg.cleaning.min_timestamp),
+        }
+        if cfg.events.timestamp_format:
+            params["fmt"] = cfg.events.timestamp_format
+        self.progress("validating", 0.45)
+        try:
+            con.execute(self._stage_sql(src, mapped, extras), params)
+        except duckdb.Error as exc:
+            if cfg.events.timestamp_format and "format" in str(exc).lower():
+                raise ConfigError(
+                    f"--timestamp-format {cfg.events.timestamp_format!r} is not a valid "
+                    f"strftime format ({str(exc).splitlines()[0]})"
+                ) from None
+            raise
+
+        with self.store.transaction():
+            if self.pseudonymize:
+                summary.new_customers = self._identities()
+            self.progress("deduplicating", 0.55)
+            self._dedupe_and_clean(summary, has_event_ids="event_id" in mapped)
+            self.progress("writing", 0.7)
+            self.store.add_columns("events", {name: "VARCHAR" for name in extras.values()})
+            summary.accepted = self._insert_events(summary.batch_id, extras)
+            summary.rejected = self._insert_rejects(src, mapped, summary.batch_id)
+            summary.rejected_by_reason = self._rejects_by_reason(src)
+            summary.rows_read = src.rows_read
+            if cfg.cleaning.bot_detection:
+                self.progress("flagging bots", 0.9)
+                summary.bots_flagged = flag_bots(self.store, cfg)
+            summary.seconds = round(time.perf_counter() - started, 3)
+            summary.check()
+            self._record_batch(summary)
+            _pause_for_tests()
+        self.progress("done", 1.0)
+        return summary
+
+    def _pseudonyms(self, user_expr: str) -> None:
+        """``_pseudo(user_raw, user_id)`` for the distinct customer IDs of the source."""
+        con = self.con
+        distinct = (
+            f"SELECT DISTINCT {user_expr} AS user_raw FROM _raw r WHERE {user_expr} IS NOT NULL"
+        )
+        if not self.pseudonymize:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE _pseudo AS SELECT user_raw, user_raw AS user_id "
+                f"FROM ({distinct})"
+            )
+            return
+        assert self.keys is not None
+        ids = con.sql(distinct).to_arrow_table().column("user_raw").to_pylist()
+        _temp_table(
+            con,
+            "_pseudo",
+            pa.table(
+                {
+                    "user_raw": pa.array(ids, pa.string()),
+                    "user_id": pa.array(self.keys.pseudonymizer().many(ids), pa.string()),
+                }
+            ),
+        )
+
+    def _identities(self) -> int:
+        """Store encrypted pseudonym -> ID rows for customers new to the store."""
+        con = self.con
+        new = con.sql(
+            "SELECT p.user_id, p.user_raw FROM _pseudo p "
+            "ANTI JOIN identities i ON i.pseudonym = p.user_id"
+        ).to_arrow_table()
+        if new.num_rows == 0:
+            return 0
+        assert self.keys is not None
+        blobs = self.keys.cipher().encrypt_many(new.column("user_raw").to_pylist(), "identity")
+        _temp_table(
+            con,
+            "_ident_new",
+            pa.table(
+                {"pseudonym": new.column("user_id"), "id_encrypted": pa.array(blobs, pa.binary())}
+            ),
+        )
+        con.execute("INSERT INTO identities SELECT pseudonym, id_encrypted FROM _ident_new")
+        return int(new.num_rows)
+
+    def _dedupe_and_clean(self, summary: IngestSummary, has_event_ids: bool) -> None:
+        con = self.con
+        clean = self.config.cleaning
+        window = clean.near_duplicate_seconds
+        gap = clean.session_gap_minutes * 60.0
+        dedupe = "true" if clean.dedupe else "false"
+        lo, hi = con.execute("SELECT min(ts), max(ts) FROM _stage WHERE reason IS NULL").fetchall()[
+            0
+        ]
+        has_prior = lo is not None and bool(
+            scalar(con, 'SELECT count(*) > 0 FROM events WHERE "timestamp" <= $hi', {"hi": hi})
+        )
+        # Earlier events of the same customers take part in the window below, so a batch
+        # continues their sessions and cannot add again what the store already holds.
+        prior = (
+            f"""
+            UNION ALL BY NAME
+            SELECT e.user_id, e.item_id, e.event_type, e."timestamp" AS ts, e.event_key,
+                true AS prior, e.session_id AS prior_session, -1 AS _line
+            FROM events e
+            WHERE e."timestamp" BETWEEN $lo::TIMESTAMP - INTERVAL ({max(window, gap)}) SECOND
+                AND $hi::TIMESTAMP
+              AND e.user_id IN (SELECT user_id FROM _pseudo)"""
+            if has_prior
+            else ""
+        )
+        # Source event IDs may repeat anywhere in a file, not only next to each other.
+        repeated = (
+            "row_number() OVER (PARTITION BY j.event_key ORDER BY j.prior DESC, j._line) > 1"
+            if has_event_ids
+            else "false"
+        )
+        # One sort by (customer, time, key) serves everything: exact duplicates are
+        # neighbours (a derived key includes customer and time), a double click is the same
+        # item and type right after, and a session starts after a long enough gap.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _good AS
+            WITH j AS (
+                SELECT s.* EXCLUDE (reason, reason_column),
+                    false AS prior, NULL::VARCHAR AS prior_session
+                FROM _stage s WHERE s.reason IS NULL
+                {prior}
+            ), w AS (
+                SELECT j.*,
+                    epoch(j.ts) - epoch(lag(j.ts) OVER win) AS since_prev,
+                    lag(j.item_id) OVER win AS prev_item,
+                    lag(j.event_type) OVER win AS prev_type,
+                    lag(j.event_key) OVER win AS prev_key,
+                    {repeated} AS repeated
+                FROM j
+                WINDOW win AS (PARTITION BY j.user_id ORDER BY j.ts, j.event_key, j._line)
+            )
+            SELECT w.* EXCLUDE (since_prev, prev_item, prev_type, prev_key, repeated),
+                {dedupe} AND (coalesce(w.prev_key = w.event_key, false) OR w.repeated)
+                    AS dup_exact,
+                {"true" if window > 0 else "false"} AND coalesce(
+                    w.prev_item = w.item_id AND w.prev_type = w.event_type
+                    AND w.since_prev <= {window}, false) AS dup_near,
+                coalesce(w.since_prev > {gap}, true) AS starts_session
+            FROM w
+            """,
+            {"lo": lo, "hi": hi} if has_prior else None,
+        )
+        # Derived session IDs: the customer's pseudonym prefix and the session's first second.
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _good AS
+            SELECT g.* EXCLUDE (prior_session),
+                coalesce(g.session_src, last_value(
+                    CASE WHEN g.prior THEN g.prior_session
+                         WHEN g.starts_session THEN
+                            left(g.user_id, 12) || '-'
+                            || CAST(CAST(epoch(g.ts) AS BIGINT) AS VARCHAR)
+                    END IGNORE NULLS) OVER (
+                        PARTITION BY g.user_id ORDER BY g.ts, g.event_key, g._line
+                        ROWS UNBOUNDED PRECEDING)) AS session_id
+            FROM _good g
+            QUALIFY NOT g.prior
+        """)
+        counts = con.execute(
+            "SELECT count(*) FILTER (dup_exact), count(*) FILTER (dup_near AND NOT dup_exact), "
+            "count(*) FILTER (starts_session AND session_src IS NULL AND NOT dup_exact "
+            "AND NOT dup_near) FROM _good"
+        ).fetchall()[0]
+        summary.duplicates = int(counts[0]) + int(counts[1])
+        summary.near_duplicates = int(counts[1])
+        summary.sessions_derived = int(counts[2])
+        summary.outliers = self._outliers()
+
+    def _outliers(self) -> int:
+        """Flag (or cap) purchase amounts far from the item's typical unit price.
+
+        Residual r = log(unit price) - log(the item's median unit price in this batch, or its
+        catalogue price when it has fewer than 3 purchases here; items with neither are not
+        judged). Outlier when |r| exceeds the threshold
+        in robust units (MAD or IQR of r over the batch) *and* the price is at least 3x off,
+        so shops with constant prices do not flag every small discount.
+        """
+        con = self.con
+        clean = self.config.cleaning
+        if clean.outliers == "off":
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _outlier AS "
+                "SELECT NULL::BIGINT AS _line, NULL::DOUBLE AS capped WHERE false"
+            )
+            return 0
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _priced AS
+            SELECT _line, item_id, quantity, ln(amount / quantity) AS lu
+            FROM _good
+            WHERE amount > 0 AND event_type = 'purchase' AND NOT dup_exact AND NOT dup_near
+        """)
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _priced AS
+            WITH im AS (SELECT item_id, median(lu) AS m, count(*) AS n FROM _priced GROUP BY 1),
+                 cat AS (SELECT item_id, any_value(price) AS price FROM items
+                         WHERE price > 0 GROUP BY 1)
+            SELECT p._line, p.quantity, p.lu,
+                CASE WHEN im.n >= 3 THEN im.m ELSE ln(cat.price) END AS center
+            FROM _priced p JOIN im USING (item_id) LEFT JOIN cat USING (item_id)
+            WHERE im.n >= 3 OR cat.price IS NOT NULL
+        """)
+        if clean.outlier_method == "mad":
+            bound_sql = (
+                f"SELECT {clean.outlier_threshold} * "
+                "greatest(1.4826 * median(abs(lu - center)), 1e-9) FROM _priced"
+            )
+        else:
+            bound_sql = (
+                "SELECT quantile_cont(abs(lu - center), 0.75) + "
+                f"{clean.outlier_threshold} * greatest("
+                "quantile_cont(abs(lu - center), 0.75) - quantile_cont(abs(lu - center), 0.25),"
+                " 1e-9) FROM _priced"
+            )
+        bound = scalar(con, bound_sql)
+        bound = max(float(bound), float(__import__("math").log(3.0))) if bound is not None else 0.0
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _outlier AS
+            SELECT _line,
+                exp(center + sign(lu - center) * {bound}) * quantity AS capped
+            FROM _priced WHERE abs(lu - center) > {bound}
+            """
+        )
+        return int(scalar(con, "SELECT count(*) FROM _outlier"))
+
+    def _insert_events(self, batch_id: int, extras: dict[str, str]) -> int:
+        con = self.con
+        cap = self.config.cleaning.outliers == "cap"
+        amount = "coalesce(o.capped, g.amount)" if cap else "g.amount"
+        extra_cols = "".join(f", {quote_ident(n)}" for n in extras.values())
+        extra_vals = "".join(f", g.{quote_ident(n)}" for n in extras.values())
+        con.execute(f"""
+            INSERT INTO events (event_key, event_id, user_id, item_id, event_type, "timestamp",
+                                amount, quantity, session_id, amount_outlier, batch_id
+                                {extra_cols})
+            SELECT g.event_key, g.event_id, g.user_id, g.item_id, g.event_type, g.ts, {amount},
+                g.quantity, g.session_id, o._line IS NOT NULL, {batch_id}{extra_vals}
+            FROM _good g LEFT JOIN _outlier o USING (_line)
+            WHERE NOT g.dup_exact AND NOT g.dup_near
+        """)
+        return int(scalar(con, "SELECT count(*) FROM _good WHERE NOT dup_exact AND NOT dup_near"))
+
+    def _insert_rejects(self, src: SourceTable, mapped: dict[str, str], batch_id: int) -> int:
+        """Rejected rows, each with its raw values as JSON (customer ID pseudonymized)."""
+        con = self.con
+        user_col = mapped.get("user_id")
+        fields = []
+        for c in src.columns:
+            name = c.replace("'", "''")
+            if c == user_col and self.pseudonymize:
+                fields.append(f"'{name}', s.user_id")
+            else:
+                fields.append(f"'{name}', r.{quote_ident(c)}")
+        con.execute(
+            f"""
+            INSERT INTO rejects
+            SELECT {batch_id}, 'events', $label, s._line, s.reason, s.reason_column,
+                json_object({", ".join(fields)}), NULL
+            FROM _stage s JOIN _raw r ON {src.line_sql} = s._line
+            WHERE s.reason IS NOT NULL
+            -- the same file ingested again adds no second copy of its rejects
+            AND NOT EXISTS (
+                SELECT 1 FROM rejects x WHERE x.kind = 'events' AND x.source = $label
+                AND x.line = s._line AND x.reason = s.reason)
+            """,
+            {"label": src.label},
+        )
+        n = int(scalar(con, "SELECT count(*) FROM _stage WHERE reason IS NOT NULL"))
+        if src.parse_rejects:
+            self._insert_parse_rejects(src, user_col, batch_id)
+        return n + len(src.parse_rejects)
+
+    def _insert_parse_rejects(self, src: SourceTable, user_col: str | None, batch_id: int) -> None:
+        cipher = self.keys.cipher() if self.keys is not None else None
+        rows = []
+        known = set(
+            self.con.execute(
+                "SELECT line, reason FROM rejects WHERE kind = 'events' AND source = ?",
+                [src.label],
+            ).fetchall()
+        )
+        for rej in src.parse_rejects:
+            if (rej.line, rej.reason) in known:
+                continue
+            preview = _redact_line(rej, src, user_col, self.keys if self.pseudonymize else None)
+            blob = cipher.encrypt(rej.raw, "reject") if cipher is not None else None
+            rows.append(
+                (
+                    batch_id,
+                    "events",
+                    src.label,
+                    rej.line,
+                    rej.reason,
+                    rej.column,
+                    json.dumps(preview, ensure_ascii=False),
+                    blob,
+                )
+            )
+        if rows:
+            self.con.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def _rejects_by_reason(self, src: SourceTable) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for reason, n in self.con.execute(
+            "SELECT reason, count(*) FROM _stage WHERE reason IS NOT NULL GROUP BY 1"
+        ).fetchall():
+            counts[str(reason)] = int(n)
+        for rej in src.parse_rejects:
+            counts[rej.reason] = counts.get(rej.reason, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def _record_batch(self, s: IngestSummary) -> None:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        self.con.execute(
+            "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                s.batch_id,
+                s.kind,
+                s.source,
+                now - timedelta(seconds=s.seconds),
+                now,
+                s.rows_read,
+                s.accepted,
+                s.rejected,
+                s.duplicates,
+                json.dumps(s.to_dict()),
+            ],
+        )
+        self.store.audit(
+            "ingest",
+            {
+                "kind": s.kind,
+                "source": s.source,
+                "batch_id": s.batch_id,
+                "rows_read": s.rows_read,
+                "accepted": s.accepted,
+                "rejected": s.rejected,
+                "duplicates": s.duplicates,
+            },
+        )
+
+    def _cleanup(self) -> None:
+        for t in _TEMP_TABLES:
+            self.con.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+def _temp_table(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table) -> None:
+    """Copy an Arrow table into a DuckDB temp table."""
+    view = f"{name}_arrow"
+    con.register(view, data)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {view}")
+    finally:
+        con.unregister(view)
+
+
+def _redact_line(
+    rej: ParseReject, src: SourceTable, user_col: str | None, keys: Keys | None
+) -> dict[str, Any]:
+    """A readable preview of an unparseable record with the customer ID pseudonymized.
+
+    The exact original is kept encrypted beside it; the preview splits the line naively on
+    the delimiter, and where the customer field cannot be located the text is withheld.
+    """
+    if keys is None:
+        return {"text": rej.raw[:2000]}
+    if src.format == "csv" and user_col is not None and user_col in src.columns:
+        idx = src.columns.index(user_col)
+        for delim in (",", ";", "\t", "|"):
+            fields = rej.raw.split(delim)
+            if len(fields) > 1:
+                if idx < len(fields) and fields[idx].strip():
+                    fields[idx] = keys.pseudonymizer().one(fields[idx].strip().strip('"'))
+                    return {"text": delim.join(fields)[:2000]}
+                break
+    return {"text": None, "note": "withheld: customer field not locatable; original encrypted"}
+
+
+def _pause_for_tests() -> None:
+    # Lets the crash-safety test kill the process at a known point inside the transaction.
+    pause = os.environ.get("TAILORCAST_TEST_PAUSE_BEFORE_COMMIT")
+    if pause:
+        print("tailorcast: ingest transaction open, about to commit", file=sys.stderr, flush=True)
+        time.sleep(float(pause))
+
+
+def flag_bots(store: Store, config: IngestConfig) -> int:
+    """Recompute ``user_flags``: customers whose event rate is far above everyone else's.
+
+    Rate = events per active hour. A customer is bot-like with at least ``bot_min_events``
+    events and a rate above ``bot_rate_factor`` x the median rate of customers.
+    """
+    clean = config.cleaning
+    is_bot = f"u.events >= {clean.bot_min_events} AND u.rate > {clean.bot_rate_factor} * m.med"
+    store.con.execute(f"""
+        CREATE OR REPLACE TABLE user_flags AS
+        WITH u AS (
+            SELECT user_id, count(*) AS events,
+                count(*) / count(DISTINCT date_trunc('hour', "timestamp")) AS rate
+            FROM events GROUP BY user_id
+        ), m AS (SELECT median(rate) AS med FROM u)
+        SELECT u.user_id,
+            {is_bot} AS is_bot,
+            u.events, u.rate AS events_per_hour,
+            CASE WHEN {is_bot}
+                THEN printf('%.0f events per active hour, %.0fx the median', u.rate, u.rate / m.med)
+            END AS reason
+        FROM u, m
+    """)
+    return int(scalar(store.con, "SELECT count(*) FROM user_flags WHERE is_bot"))
+
+
+def ingest_events(
+    store: Store,
+    source: Any,
+    *,
+    config: IngestConfig | None = None,
+    keys: Keys | None = None,
+    label: str | None = None,
+    progress: Progress | None = None,
+) -> IngestSummary:
+    """Ingest one events file or DataFrame into ``store`` (all or nothing).
+
+    Example::
+
+        summary = ingest_events(store, "events.csv", keys=keys)
+        assert summary.rows_read == summary.accepted + summary.rejected + summary.duplicates
+    """
+    cfg = config or IngestConfig()
+    if store.meta("pseudonymize") is None:
+        store.set_meta("pseudonymize", "true" if cfg.privacy.pseudonymize else "false")
+    elif (store.meta("pseudonymize") == "true") != cfg.privacy.pseudonymize:
+        raise ConfigError(
+            f"the store at {store.folder} was created with pseudonymize="
+            f"{store.meta('pseudonymize')}; it cannot change"
+        )
+    if keys is not None:
+        store.bind_keys(keys)
+    job = _EventsIngest(store, cfg, keys, progress or _noop)
+    try:
+        return job.run(source, label)
+    finally:
+        job._cleanup()
