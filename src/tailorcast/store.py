@@ -266,6 +266,8 @@ def open_store(
     settings = settings or Settings()
     path = Path(folder) if folder is not None else settings.store
     exists = (path / DB_FILE).exists()
+    if not exists and not create:
+        raise NotFoundError(f"no store at {path} (run `tailorcast ingest` first, or pass --store)")
     keys: Keys | None = None
     if need_keys or not exists:
         keys = resolve_keys(settings, path, insecure_dev=insecure_dev, create=create and not exists)

@@ -168,12 +168,7 @@ class IngestConfig(_Strict):
         try:
             config = cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
-            raise ConfigError(
-                f"{path or 'config'}: {where}: {first['msg']}"
-                + (f" ({len(exc.errors())} problems)" if len(exc.errors()) > 1 else "")
-            ) from None
+            raise ConfigError(f"{path or 'config'}: {_describe(exc)}") from None
         if event_type is not None:
             canonical = config.synonyms().get(event_type.strip().lower())
             if canonical is None:
@@ -201,6 +196,29 @@ class IngestConfig(_Strict):
                 update={"columns": {**config.items.columns, **mapping}}
             )
         return config.model_copy(update=updates) if updates else config
+
+
+def _describe(exc: ValidationError) -> str:
+    """Every problem, once, with its dotted location.
+
+    A union (an imputation is a word or a table) fails in each branch; only the branch that
+    matches what was written (a table, or a word) is worth showing.
+    """
+    problems: list[str] = []
+    for err in exc.errors():
+        loc = [str(x) for x in err["loc"]]
+        branch = next((x for x in loc if x.startswith("literal[") or x == "ColumnImputation"), None)
+        if branch is not None:
+            wrote_table = isinstance(err.get("input"), dict) or "ColumnImputation" in loc
+            if branch.startswith("literal[") and wrote_table:
+                continue
+            loc = [x for x in loc if x != branch]
+        text = f"{'.'.join(loc)}: {err['msg']}" if loc else str(err["msg"])
+        if err["type"] == "extra_forbidden":
+            text = f"{'.'.join(loc)}: unknown setting"
+        if text not in problems:
+            problems.append(text)
+    return "; ".join(problems)
 
 
 def parse_mapping(pairs: Iterable[str]) -> dict[str, str]:

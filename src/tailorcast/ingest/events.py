@@ -31,8 +31,11 @@ __all__ = ["IngestSummary", "Progress", "ingest_events", "resolve_columns"]
 Progress = Callable[[str, float], None]
 
 #: Columns the events table owns; a source column of the same name is stored with a suffix.
-_RESERVED = {"amount_outlier", "batch_id", "user_raw", "reason", "reason_column", "_line"}
+#: Columns of the events table that a source column cannot take (it gets a ``_src`` suffix).
+_RESERVED = {"amount_outlier", "batch_id", "event_key"}
 _MAX_QUANTITY = 1_000_000
+_USER_PROBLEMS = ("missing user_id", "user_id too long", "user_id contains a NUL byte")
+_ETYPE_PROBLEMS = ("missing event_type", "unknown event type")
 _TEMP_TABLES = (
     "_raw",
     "_stage",
@@ -40,7 +43,7 @@ _TEMP_TABLES = (
     "_good",
     "_priced",
     "_outlier",
-    "_synonyms",
+    "_etypes",
     "_ident_new",
 )
 _MAX_EPOCH_MS = 1e14  # year ~5138: anything larger is not a timestamp
@@ -118,7 +121,7 @@ def resolve_columns(
 
 def _store_name(extra: str, taken: set[str]) -> str:
     name = extra.strip()
-    if name.lower() in _RESERVED or name.lower() in taken:
+    while name.lower() in _RESERVED or name.lower() in taken:
         name = f"{name}_src"
     return name
 
@@ -152,10 +155,11 @@ class _EventsIngest:
             col = cols.get(canon)
             return f"NULLIF(trim(r.{quote_ident(col)}), '')" if col else "NULL::VARCHAR"
 
-        etype = text("event_type")
-        if cfg.events.event_type is not None:
-            fallback = cfg.events.event_type.strip().lower().replace("'", "''")
-            etype = f"coalesce({etype}, '{fallback}')"
+        def raw(canon: str) -> str:
+            col = cols.get(canon)
+            return f"r.{quote_ident(col)}" if col else "NULL::VARCHAR"
+
+        etype_expr, etype_problem, etype_join = self._event_types(cols.get("event_type"))
         if cfg.events.timestamp_format:
             ts_expr = "CAST(try_strptime(t.ts_raw, $fmt) AS TIMESTAMP)"
         else:
@@ -168,17 +172,14 @@ class _EventsIngest:
             )
         max_id = clean.max_id_length
         extra_sel = "".join(
-            f", r.{quote_ident(src_col)} AS {quote_ident(dst)}" for src_col, dst in extras.items()
+            f", r.{quote_ident(src_col)} AS {_alias(i)}" for i, src_col in enumerate(extras)
         )
         reasons = [
-            ("user_raw IS NULL", "missing user_id", "user_id"),
-            (f"length(user_raw) > {max_id}", "user_id too long", "user_id"),
-            ("contains(user_raw, chr(0))", "user_id contains a NUL byte", "user_id"),
+            ("user_problem IS NOT NULL", "user_problem", "user_id"),
             ("item_id IS NULL", "missing item_id", "item_id"),
             (f"length(item_id) > {max_id}", "item_id too long", "item_id"),
             ("contains(item_id, chr(0))", "item_id contains a NUL byte", "item_id"),
-            ("etype_raw IS NULL", "missing event_type", "event_type"),
-            ("event_type IS NULL", "unknown event type", "event_type"),
+            ("event_type IS NULL", "etype_problem", "event_type"),
             ("ts_raw IS NULL", "missing timestamp", "timestamp"),
             ("ts IS NULL", "unparseable timestamp", "timestamp"),
             ("ts > $max_ts", "timestamp in the future", "timestamp"),
@@ -198,10 +199,19 @@ class _EventsIngest:
                 "quantity",
             ),
         ]
-        reason = "CASE " + " ".join(f"WHEN {c} THEN '{r}'" for c, r, _ in reasons) + " END"
-        reason_col = (
-            "CASE reason " + " ".join(f"WHEN '{r}' THEN '{k}'" for _, r, k in reasons) + " END"
+        # Customer-ID and event-type problems were judged once per distinct value (see
+        # _customers and _event_types); their reason text comes from those tables.
+        reason = (
+            "CASE "
+            + " ".join(
+                f"WHEN {c} THEN {r if r.endswith('_problem') else repr(r)}" for c, r, _ in reasons
+            )
+            + " END"
         )
+        named = [(r, k) for _, r, k in reasons if not r.endswith("_problem")]
+        named += [(r, "user_id") for r in _USER_PROBLEMS]
+        named += [(r, "event_type") for r in _ETYPE_PROBLEMS]
+        reason_col = "CASE reason " + " ".join(f"WHEN '{r}' THEN '{k}'" for r, k in named) + " END"
         key_parts = [
             "user_id",
             "item_id",
@@ -210,14 +220,14 @@ class _EventsIngest:
             "coalesce(CAST(amount AS VARCHAR), '')",
             "CAST(quantity AS VARCHAR)",
             "coalesce(session_src, '')",
-        ] + [f"coalesce({quote_ident(e)}, '')" for e in extras.values()]
+        ] + [f"coalesce({_alias(i)}, '')" for i in range(len(extras))]
         return f"""
         CREATE OR REPLACE TEMP TABLE _stage AS
         WITH t AS (
             SELECT {src.line_sql} AS _line,
-                {text("user_id")} AS user_raw,
+                {raw("user_id")} AS user_raw,
                 {text("item_id")} AS item_id,
-                lower({etype}) AS etype_raw,
+                {raw("event_type")} AS etype_raw,
                 {text("timestamp")} AS ts_raw,
                 TRY_CAST(ts_raw AS DOUBLE) AS ts_num,
                 {text("amount")} AS amount_raw,
@@ -228,13 +238,16 @@ class _EventsIngest:
             FROM {quote_ident(src.table)} r
         ), p AS (
             SELECT t.* EXCLUDE (ts_num), ps.user_id,
-                syn.canonical AS event_type,
+                coalesce(ps.user_problem, CASE WHEN t.user_raw IS NULL THEN 'missing user_id' END)
+                    AS user_problem,
+                {etype_expr} AS event_type,
+                {etype_problem} AS etype_problem,
                 {ts_expr} AS ts,
                 TRY_CAST(t.amount_raw AS DOUBLE) AS amount,
                 TRY_CAST(t.quantity_raw AS DOUBLE) AS quantity_num
             FROM t
-            LEFT JOIN _synonyms syn ON syn.name = t.etype_raw
-            LEFT JOIN _pseudo ps ON ps.user_raw = t.user_raw
+            LEFT JOIN _pseudo ps ON ps.raw = t.user_raw
+            {etype_join}
         ), v AS (
             SELECT p.* EXCLUDE (quantity_num),
                 CAST(CASE WHEN quantity_num BETWEEN 1 AND {_MAX_QUANTITY}
@@ -242,7 +255,8 @@ class _EventsIngest:
                 {reason} AS reason
             FROM p
         )
-        SELECT v.* EXCLUDE (user_raw, etype_raw, ts_raw, amount_raw, quantity_raw),
+        SELECT v.* EXCLUDE (user_raw, etype_raw, ts_raw, amount_raw, quantity_raw,
+                            user_problem, etype_problem),
             {reason_col} AS reason_column,
             CASE WHEN reason IS NULL THEN md5_number(
                 CASE WHEN event_id IS NOT NULL THEN 'id|' || event_id
@@ -286,12 +300,11 @@ class _EventsIngest:
             outlier_action=cfg.cleaning.outliers,
             extra_columns=list(extras.values()),
         )
-        syn = cfg.synonyms()
-        _temp_table(
-            con, "_synonyms", pa.table({"name": list(syn.keys()), "canonical": list(syn.values())})
-        )
+        # From here on rows carry their line number, so DuckDB may reorder them freely
+        # (more parallel, less memory); ``ingest_events`` restores the setting.
+        con.execute("SET preserve_insertion_order = false")
         self.progress("pseudonymizing", 0.35)
-        self._pseudonyms(f"NULLIF(trim(r.{quote_ident(mapped['user_id'])}), '')")
+        self._customers(mapped["user_id"])
 
         now = datetime.now(UTC).replace(tzinfo=None)
         params: dict[str, Any] = {
@@ -332,37 +345,122 @@ class _EventsIngest:
         self.progress("done", 1.0)
         return summary
 
-    def _pseudonyms(self, user_expr: str) -> None:
-        """``_pseudo(user_raw, user_id)`` for the distinct customer IDs of the source."""
+    def _customers(self, column: str) -> None:
+        """``_pseudo(raw, user_raw, user_id, user_problem)``: one row per distinct customer ID.
+
+        Trimming, checking and pseudonymizing once per distinct value (thousands) instead of
+        once per event (millions); keyed HMAC is not available in SQL anyway.
+        """
         con = self.con
-        distinct = (
-            f"SELECT DISTINCT {user_expr} AS user_raw FROM _raw r WHERE {user_expr} IS NOT NULL"
+        col = quote_ident(column)
+        values = (
+            con.sql(f"SELECT DISTINCT r.{col} AS v FROM _raw r WHERE r.{col} IS NOT NULL")
+            .to_arrow_table()
+            .column("v")
+            .to_pylist()
         )
-        if not self.pseudonymize:
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE _pseudo AS SELECT user_raw, user_raw AS user_id "
-                f"FROM ({distinct})"
-            )
-            return
-        assert self.keys is not None
-        ids = con.sql(distinct).to_arrow_table().column("user_raw").to_pylist()
+        max_id = self.config.cleaning.max_id_length
+        trimmed: list[str | None] = []
+        problems: list[str | None] = []
+        for v in values:
+            t = v.strip()
+            problem = None
+            if not t:
+                problem = _USER_PROBLEMS[0]
+            elif len(t) > max_id:
+                problem = _USER_PROBLEMS[1]
+            elif "\x00" in t:
+                problem = _USER_PROBLEMS[2]
+            trimmed.append(None if problem else t)
+            problems.append(problem)
+        ids: list[str | None]
+        if self.pseudonymize:
+            assert self.keys is not None
+            unique = sorted({t for t in trimmed if t is not None})
+            mapping = dict(zip(unique, self.keys.pseudonymizer().many(unique), strict=True))
+            ids = [None if t is None else mapping[t] for t in trimmed]
+        else:
+            ids = trimmed
         _temp_table(
             con,
             "_pseudo",
             pa.table(
                 {
-                    "user_raw": pa.array(ids, pa.string()),
-                    "user_id": pa.array(self.keys.pseudonymizer().many(ids), pa.string()),
+                    "raw": pa.array(values, pa.string()),
+                    "user_raw": pa.array(trimmed, pa.string()),
+                    "user_id": pa.array(ids, pa.string()),
+                    "user_problem": pa.array(problems, pa.string()),
                 }
             ),
+        )
+
+    def _event_types(self, column: str | None) -> tuple[str, str, str]:
+        """SQL for (event_type, its problem, a join) from the distinct raw event-type values.
+
+        Few distinct values (the usual case) become a CASE expression, which DuckDB
+        evaluates faster than a join; many become a lookup table.
+        """
+        cfg = self.config
+        syn = cfg.synonyms()
+        fallback = cfg.events.event_type
+        fallback_type = syn.get(fallback.strip().lower()) if fallback is not None else None
+        if column is None:
+            return f"'{fallback_type}'", "NULL::VARCHAR", ""
+        col = quote_ident(column)
+        values = [
+            str(r[0])
+            for r in self.con.execute(
+                f"SELECT DISTINCT r.{col} FROM _raw r WHERE r.{col} IS NOT NULL"
+            ).fetchall()
+        ]
+        canonical: list[str | None] = []
+        problems: list[str | None] = []
+        for v in values:
+            t = v.strip().lower()
+            c = syn.get(t) if t else fallback_type
+            canonical.append(c)
+            problems.append(
+                None if c is not None else _ETYPE_PROBLEMS[1] if t else _ETYPE_PROBLEMS[0]
+            )
+        missing = f"'{fallback_type}'" if fallback_type else "NULL"
+        missing_problem = "NULL" if fallback_type else f"'{_ETYPE_PROBLEMS[0]}'"
+        if len(values) <= 64:
+
+            def lit(x: str | None) -> str:
+                return "NULL" if x is None else "'" + x.replace("'", "''") + "'"
+
+            def case(out: list[str | None], null_value: str) -> str:
+                arms = " ".join(
+                    f"WHEN {lit(v)} THEN {lit(o)}" for v, o in zip(values, out, strict=True)
+                )
+                # Every non-NULL value has an arm, so ELSE is reached by NULL only.
+                return f"CASE t.etype_raw {arms} ELSE {null_value} END" if arms else null_value
+
+            return case(canonical, missing), case(problems, missing_problem), ""
+        _temp_table(
+            self.con,
+            "_etypes",
+            pa.table(
+                {
+                    "raw": pa.array(values, pa.string()),
+                    "canonical": pa.array(canonical, pa.string()),
+                    "problem": pa.array(problems, pa.string()),
+                }
+            ),
+        )
+        return (
+            f"CASE WHEN t.etype_raw IS NULL THEN {missing} ELSE et.canonical END",
+            f"CASE WHEN t.etype_raw IS NULL THEN {missing_problem} ELSE et.problem END",
+            "LEFT JOIN _etypes et ON et.raw = t.etype_raw",
         )
 
     def _identities(self) -> int:
         """Store encrypted pseudonym -> ID rows for customers new to the store."""
         con = self.con
         new = con.sql(
-            "SELECT p.user_id, p.user_raw FROM _pseudo p "
-            "ANTI JOIN identities i ON i.pseudonym = p.user_id"
+            "SELECT DISTINCT p.user_id, p.user_raw FROM _pseudo p "
+            "WHERE p.user_id IS NOT NULL "
+            "AND p.user_id NOT IN (SELECT pseudonym FROM identities)"
         ).to_arrow_table()
         if new.num_rows == 0:
             return 0
@@ -405,8 +503,11 @@ class _EventsIngest:
             else ""
         )
         # Source event IDs may repeat anywhere in a file, not only next to each other.
+        # Source event IDs may repeat anywhere: elsewhere in the file, or in the store at
+        # another time (a resend with a corrected timestamp).
         repeated = (
-            "row_number() OVER (PARTITION BY j.event_key ORDER BY j.prior DESC, j._line) > 1"
+            "row_number() OVER (PARTITION BY j.event_key ORDER BY j.prior DESC, j._line) > 1 "
+            "OR (NOT j.prior AND j.event_key IN (SELECT event_key FROM events))"
             if has_event_ids
             else "false"
         )
@@ -437,30 +538,15 @@ class _EventsIngest:
                 {"true" if window > 0 else "false"} AND coalesce(
                     w.prev_item = w.item_id AND w.prev_type = w.event_type
                     AND w.since_prev <= {window}, false) AS dup_near,
-                coalesce(w.since_prev > {gap}, true) AS starts_session
+                coalesce(w.since_prev >= {gap}, true) AS starts_session
             FROM w
             """,
             {"lo": lo, "hi": hi} if has_prior else None,
         )
-        # Derived session IDs: the customer's pseudonym prefix and the session's first second.
-        con.execute("""
-            CREATE OR REPLACE TEMP TABLE _good AS
-            SELECT g.* EXCLUDE (prior_session),
-                coalesce(g.session_src, last_value(
-                    CASE WHEN g.prior THEN g.prior_session
-                         WHEN g.starts_session THEN
-                            left(g.user_id, 12) || '-'
-                            || CAST(CAST(epoch(g.ts) AS BIGINT) AS VARCHAR)
-                    END IGNORE NULLS) OVER (
-                        PARTITION BY g.user_id ORDER BY g.ts, g.event_key, g._line
-                        ROWS UNBOUNDED PRECEDING)) AS session_id
-            FROM _good g
-            QUALIFY NOT g.prior
-        """)
         counts = con.execute(
             "SELECT count(*) FILTER (dup_exact), count(*) FILTER (dup_near AND NOT dup_exact), "
             "count(*) FILTER (starts_session AND session_src IS NULL AND NOT dup_exact "
-            "AND NOT dup_near) FROM _good"
+            "AND NOT dup_near) FROM _good WHERE NOT prior"
         ).fetchall()[0]
         summary.duplicates = int(counts[0]) + int(counts[1])
         summary.near_duplicates = int(counts[1])
@@ -529,17 +615,35 @@ class _EventsIngest:
         cap = self.config.cleaning.outliers == "cap"
         amount = "coalesce(o.capped, g.amount)" if cap else "g.amount"
         extra_cols = "".join(f", {quote_ident(n)}" for n in extras.values())
-        extra_vals = "".join(f", g.{quote_ident(n)}" for n in extras.values())
+        extra_vals = "".join(f", g.{_alias(i)}" for i in range(len(extras)))
+        # Derived session IDs (the customer's pseudonym prefix and the session's first second)
+        # are assigned while inserting: a running "last session start" over the same order
+        # as the cleaning window; earlier stored events pass on their session IDs.
         con.execute(f"""
             INSERT INTO events (event_key, event_id, user_id, item_id, event_type, "timestamp",
                                 amount, quantity, session_id, amount_outlier, batch_id
                                 {extra_cols})
             SELECT g.event_key, g.event_id, g.user_id, g.item_id, g.event_type, g.ts, {amount},
-                g.quantity, g.session_id, o._line IS NOT NULL, {batch_id}{extra_vals}
+                g.quantity,
+                coalesce(g.session_src, last_value(
+                    CASE WHEN g.prior THEN g.prior_session
+                         WHEN g.starts_session THEN
+                            left(g.user_id, 12) || '-'
+                            || CAST(CAST(epoch(g.ts) AS BIGINT) AS VARCHAR)
+                    END IGNORE NULLS) OVER (
+                        PARTITION BY g.user_id ORDER BY g.ts, g.event_key, g._line
+                        ROWS UNBOUNDED PRECEDING)),
+                o._line IS NOT NULL, {batch_id}{extra_vals}
             FROM _good g LEFT JOIN _outlier o USING (_line)
-            WHERE NOT g.dup_exact AND NOT g.dup_near
+            WHERE g.prior OR (NOT g.dup_exact AND NOT g.dup_near)
+            QUALIFY NOT g.prior
         """)
-        return int(scalar(con, "SELECT count(*) FROM _good WHERE NOT dup_exact AND NOT dup_near"))
+        return int(
+            scalar(
+                con,
+                "SELECT count(*) FROM _good WHERE NOT prior AND NOT dup_exact AND NOT dup_near",
+            )
+        )
 
     def _insert_rejects(self, src: SourceTable, mapped: dict[str, str], batch_id: int) -> int:
         """Rejected rows, each with its raw values as JSON (customer ID pseudonymized)."""
@@ -645,6 +749,11 @@ class _EventsIngest:
             self.con.execute(f"DROP TABLE IF EXISTS {t}")
 
 
+def _alias(i: int) -> str:
+    """Working name of the i-th extra source column (its stored name may be anything)."""
+    return f"__extra_{i}"
+
+
 def _temp_table(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table) -> None:
     """Copy an Arrow table into a DuckDB temp table."""
     view = f"{name}_arrow"
@@ -742,3 +851,4 @@ def ingest_events(
         return job.run(source, label)
     finally:
         job._cleanup()
+        store.con.execute("RESET preserve_insertion_order")

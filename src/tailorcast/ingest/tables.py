@@ -38,7 +38,11 @@ def _infer(series: pd.Series) -> tuple[pd.Series, str]:
     if values.empty:
         return series.astype(object).where(series.notna(), None), "VARCHAR"
     numeric = pd.to_numeric(values, errors="coerce")
-    if numeric.notna().all() and np.isfinite(numeric.to_numpy(dtype=float)).all():
+    text = values.astype(str).str.strip()
+    # Codes are not numbers: a leading zero (postal codes) or more than 15 digits (EANs)
+    # would be lost in a DOUBLE, so such columns stay text.
+    code_like = bool(text.str.match(r"^[+-]?0\d").any() or (text.str.len() > 15).any())
+    if not code_like and numeric.notna().all() and np.isfinite(numeric.to_numpy(dtype=float)).all():
         return pd.to_numeric(
             series.where(series.astype(str).str.strip() != ""), errors="coerce"
         ), "DOUBLE"
@@ -214,6 +218,7 @@ class _TableIngest:
         reason = pd.Series(None, index=frame.index, dtype=object)
         column = pd.Series(None, index=frame.index, dtype=object)
         max_len = self.config.cleaning.max_id_length
+        parsed_price: pd.Series | None = None
 
         def flag(mask: pd.Series, why: str, col: str) -> None:
             fresh = mask & reason.isna()
@@ -229,9 +234,9 @@ class _TableIngest:
             flag(present & price.isna(), "price is not a number", "price")
             flag(present & ~np.isfinite(price.fillna(0.0)), "price is not finite", "price")
             flag(price < 0, "negative price", "price")
-            frame = frame.assign(price=price.where(np.isfinite(price.fillna(0.0))))
+            parsed_price = price.where(np.isfinite(price.fillna(0.0)))
         bad_mask = reason.notna()
-        bad = []
+        bad = []  # raw rows as read: a refused value is shown as it was, not as parsed
         for idx in frame.index[bad_mask]:
             row = frame.loc[idx]
             raw = {
@@ -246,6 +251,8 @@ class _TableIngest:
                     "raw_text": None,
                 }
             )
+        if parsed_price is not None:
+            frame = frame.assign(price=parsed_price)
         return frame[~bad_mask], bad
 
     def _pii_columns(self, frame: pd.DataFrame) -> list[str]:
@@ -410,8 +417,15 @@ def ingest_table(
     cfg = config or IngestConfig()
     if keys is not None:
         store.bind_keys(keys)
-    if kind == "users" and store.meta("pseudonymize") is None:
-        store.set_meta("pseudonymize", "true" if cfg.privacy.pseudonymize else "false")
+    if kind == "users":
+        mode = "true" if cfg.privacy.pseudonymize else "false"
+        if store.meta("pseudonymize") is None:
+            store.set_meta("pseudonymize", mode)
+        elif store.meta("pseudonymize") != mode:
+            raise ConfigError(
+                f"the store at {store.folder} was created with pseudonymize="
+                f"{store.meta('pseudonymize')}; it cannot change"
+            )
     job = _TableIngest(store, kind, cfg, keys)
     try:
         return job.run(source, label)
