@@ -49,8 +49,8 @@ def data_health(store: Store, *, top: int = 10) -> dict[str, Any]:
         )
     revenue = scalar(
         con,
-        "SELECT coalesce(sum(amount), 0) FROM events WHERE event_type = 'purchase' "
-        "AND NOT coalesce(amount_outlier, false)",
+        # capped outliers count at their capped amount; flagged ones as they came
+        "SELECT coalesce(sum(amount), 0) FROM events WHERE event_type = 'purchase'",
     )
     rejects = [
         {"kind": k, "reason": r, "rows": int(n)}

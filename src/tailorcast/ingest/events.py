@@ -237,7 +237,7 @@ class _EventsIngest:
                 {extra_sel}
             FROM {quote_ident(src.table)} r
         ), p AS (
-            SELECT t.* EXCLUDE (ts_num), ps.user_id,
+            SELECT t.* EXCLUDE (ts_num), ps.user_id, ps.uidx,
                 coalesce(ps.user_problem, CASE WHEN t.user_raw IS NULL THEN 'missing user_id' END)
                     AS user_problem,
                 {etype_expr} AS event_type,
@@ -325,6 +325,9 @@ class _EventsIngest:
             raise
 
         with self.store.transaction():
+            # The privacy mode is fixed by the first ingest that succeeds.
+            if self.store.meta("pseudonymize") is None:
+                self.store.set_meta("pseudonymize", "true" if self.pseudonymize else "false")
             if self.pseudonymize:
                 summary.new_customers = self._identities()
             self.progress("deduplicating", 0.55)
@@ -373,6 +376,8 @@ class _EventsIngest:
                 problem = _USER_PROBLEMS[2]
             trimmed.append(None if problem else t)
             problems.append(problem)
+        codes = {t: i for i, t in enumerate(sorted({t for t in trimmed if t is not None}))}
+        uidx = [None if t is None else codes[t] for t in trimmed]
         ids: list[str | None]
         if self.pseudonymize:
             assert self.keys is not None
@@ -390,6 +395,9 @@ class _EventsIngest:
                     "user_raw": pa.array(trimmed, pa.string()),
                     "user_id": pa.array(ids, pa.string()),
                     "user_problem": pa.array(problems, pa.string()),
+                    # a dense integer per customer: cheaper to partition and sort by than
+                    # the 34-character pseudonym
+                    "uidx": pa.array(uidx, pa.int32()),
                 }
             ),
         )
@@ -493,12 +501,13 @@ class _EventsIngest:
         prior = (
             f"""
             UNION ALL BY NAME
-            SELECT e.user_id, e.item_id, e.event_type, e."timestamp" AS ts, e.event_key,
-                true AS prior, e.session_id AS prior_session, -1 AS _line
+            SELECT e.user_id, c.uidx, e.item_id, e.event_type, e."timestamp" AS ts,
+                e.event_key, true AS prior, e.session_id AS prior_session, -1 AS _line
             FROM events e
+            JOIN (SELECT DISTINCT user_id, uidx FROM _pseudo WHERE uidx IS NOT NULL) c
+                USING (user_id)
             WHERE e."timestamp" BETWEEN $lo::TIMESTAMP - INTERVAL ({max(window, gap)}) SECOND
-                AND $hi::TIMESTAMP
-              AND e.user_id IN (SELECT user_id FROM _pseudo)"""
+                AND $hi::TIMESTAMP"""
             if has_prior
             else ""
         )
@@ -530,7 +539,7 @@ class _EventsIngest:
                     lag(j.event_key) OVER win AS prev_key,
                     {repeated} AS repeated
                 FROM j
-                WINDOW win AS (PARTITION BY j.user_id ORDER BY j.ts, j.event_key, j._line)
+                WINDOW win AS (PARTITION BY j.uidx ORDER BY j.ts, j.event_key, j._line)
             )
             SELECT w.* EXCLUDE (since_prev, prev_item, prev_type, prev_key, repeated),
                 {dedupe} AND (coalesce(w.prev_key = w.event_key, false) OR w.repeated)
@@ -617,8 +626,9 @@ class _EventsIngest:
         extra_cols = "".join(f", {quote_ident(n)}" for n in extras.values())
         extra_vals = "".join(f", g.{_alias(i)}" for i in range(len(extras)))
         # Derived session IDs (the customer's pseudonym prefix and the session's first second)
-        # are assigned while inserting: a running "last session start" over the same order
-        # as the cleaning window; earlier stored events pass on their session IDs.
+        # are assigned while inserting: the last session start up to each event's time
+        # (a RANGE frame, so events at the same second agree whichever sorts first); earlier
+        # stored events pass on their session IDs.
         con.execute(f"""
             INSERT INTO events (event_key, event_id, user_id, item_id, event_type, "timestamp",
                                 amount, quantity, session_id, amount_outlier, batch_id
@@ -628,11 +638,11 @@ class _EventsIngest:
                 coalesce(g.session_src, last_value(
                     CASE WHEN g.prior THEN g.prior_session
                          WHEN g.starts_session THEN
-                            left(g.user_id, 12) || '-'
+                            left(md5(g.user_id), 16) || '-'
                             || CAST(CAST(epoch(g.ts) AS BIGINT) AS VARCHAR)
                     END IGNORE NULLS) OVER (
-                        PARTITION BY g.user_id ORDER BY g.ts, g.event_key, g._line
-                        ROWS UNBOUNDED PRECEDING)),
+                        PARTITION BY g.uidx ORDER BY g.ts
+                        RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)),
                 o._line IS NOT NULL, {batch_id}{extra_vals}
             FROM _good g LEFT JOIN _outlier o USING (_line)
             WHERE g.prior OR (NOT g.dup_exact AND NOT g.dup_near)
@@ -659,14 +669,18 @@ class _EventsIngest:
         con.execute(
             f"""
             INSERT INTO rejects
-            SELECT {batch_id}, 'events', $label, s._line, s.reason, s.reason_column,
-                json_object({", ".join(fields)}), NULL
-            FROM _stage s JOIN _raw r ON {src.line_sql} = s._line
-            WHERE s.reason IS NOT NULL
-            -- the same file ingested again adds no second copy of its rejects
-            AND NOT EXISTS (
+            WITH n AS (
+                SELECT s._line, s.reason, s.reason_column,
+                    CAST(json_object({", ".join(fields)}) AS VARCHAR) AS raw
+                FROM _stage s JOIN _raw r ON {src.line_sql} = s._line
+                WHERE s.reason IS NOT NULL
+            )
+            SELECT {batch_id}, 'events', $label, n._line, n.reason, n.reason_column, n.raw, NULL
+            FROM n
+            -- the same data ingested again adds no second copy of its rejects
+            WHERE NOT EXISTS (
                 SELECT 1 FROM rejects x WHERE x.kind = 'events' AND x.source = $label
-                AND x.line = s._line AND x.reason = s.reason)
+                AND x.line = n._line AND x.reason = n.reason AND CAST(x.raw AS VARCHAR) = n.raw)
             """,
             {"label": src.label},
         )
@@ -680,14 +694,15 @@ class _EventsIngest:
         rows = []
         known = set(
             self.con.execute(
-                "SELECT line, reason FROM rejects WHERE kind = 'events' AND source = ?",
+                "SELECT line, reason, CAST(raw AS VARCHAR) FROM rejects "
+                "WHERE kind = 'events' AND source = ?",
                 [src.label],
             ).fetchall()
         )
         for rej in src.parse_rejects:
-            if (rej.line, rej.reason) in known:
-                continue
             preview = _redact_line(rej, src, user_col, self.keys if self.pseudonymize else None)
+            if (rej.line, rej.reason, json.dumps(preview, ensure_ascii=False)) in known:
+                continue
             blob = cipher.encrypt(rej.raw, "reject") if cipher is not None else None
             rows.append(
                 (
@@ -774,6 +789,8 @@ def _redact_line(
     """
     if keys is None:
         return {"text": rej.raw[:2000]}
+    # A keyed fingerprint tells different withheld lines apart without revealing them.
+    fingerprint = keys.pseudonymizer().one(rej.raw)[2:18]
     if src.format == "csv" and user_col is not None and user_col in src.columns:
         idx = src.columns.index(user_col)
         for delim in (",", ";", "\t", "|"):
@@ -781,9 +798,13 @@ def _redact_line(
             if len(fields) > 1:
                 if idx < len(fields) and fields[idx].strip():
                     fields[idx] = keys.pseudonymizer().one(fields[idx].strip().strip('"'))
-                    return {"text": delim.join(fields)[:2000]}
+                    return {"text": delim.join(fields)[:2000], "fingerprint": fingerprint}
                 break
-    return {"text": None, "note": "withheld: customer field not locatable; original encrypted"}
+    return {
+        "text": None,
+        "note": "withheld: customer field not locatable; original encrypted",
+        "fingerprint": fingerprint,
+    }
 
 
 def _pause_for_tests() -> None:
@@ -837,9 +858,10 @@ def ingest_events(
         assert summary.rows_read == summary.accepted + summary.rejected + summary.duplicates
     """
     cfg = config or IngestConfig()
-    if store.meta("pseudonymize") is None:
-        store.set_meta("pseudonymize", "true" if cfg.privacy.pseudonymize else "false")
-    elif (store.meta("pseudonymize") == "true") != cfg.privacy.pseudonymize:
+    if (
+        store.meta("pseudonymize") is not None
+        and (store.meta("pseudonymize") == "true") != cfg.privacy.pseudonymize
+    ):
         raise ConfigError(
             f"the store at {store.folder} was created with pseudonymize="
             f"{store.meta('pseudonymize')}; it cannot change"

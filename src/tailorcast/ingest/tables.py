@@ -360,7 +360,9 @@ class _TableIngest:
         pseudonymizer = self.keys.pseudonymizer() if self.pseudonymize and self.keys else None
         known = set(
             self.store.con.execute(
-                "SELECT line, reason FROM rejects WHERE kind = ? AND source = ?", [self.kind, label]
+                "SELECT line, reason, CAST(raw AS VARCHAR) FROM rejects "
+                "WHERE kind = ? AND source = ?",
+                [self.kind, label],
             ).fetchall()
         )
         pii = (
@@ -368,8 +370,6 @@ class _TableIngest:
         )
         rows = []
         for r in rejects:
-            if (r["line"], r["reason"]) in known:
-                continue
             raw = dict(r["raw"])
             for k in list(raw):
                 if k.lower() in pii and raw[k] is not None:
@@ -379,9 +379,18 @@ class _TableIngest:
             text = r.get("raw_text")
             blob = cipher.encrypt(text, "reject") if cipher is not None and text else None
             if text and pseudonymizer is not None:
-                raw = {"text": None, "note": "withheld: unparseable line; original encrypted"}
+                raw = {
+                    "text": None,
+                    "note": "withheld: unparseable line; original encrypted",
+                    # keyed, so different withheld lines are told apart without revealing them
+                    "fingerprint": pseudonymizer.one(text)[2:18],
+                }
             elif text:
                 raw = {"text": text[:2000]}
+            raw_json = json.dumps(raw, default=str, ensure_ascii=False)
+            # the same data ingested again adds no second copy of its rejects
+            if (r["line"], r["reason"], raw_json) in known:
+                continue
             rows.append(
                 (
                     batch_id,
@@ -390,7 +399,7 @@ class _TableIngest:
                     r["line"],
                     r["reason"],
                     r["column"],
-                    json.dumps(raw, default=str, ensure_ascii=False),
+                    raw_json,
                     blob,
                 )
             )
