@@ -131,6 +131,8 @@ class Store:
             raise
         # Timestamps are stored as naive UTC; the session zone makes every cast agree.
         con.execute("SET TimeZone = 'UTC'")
+        # tailorcast shows its own progress; DuckDB's bar would write into stderr.
+        con.execute("SET enable_progress_bar = false")
         store = cls(folder, con, read_only=read_only)
         if not read_only:
             store.con.execute(SCHEMA)

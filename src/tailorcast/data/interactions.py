@@ -87,7 +87,9 @@ class InteractionsConfig(BaseModel):
     exclude_bots: bool = True
     """Drop customers the store flagged as bots (``user_flags.is_bot``); store only."""
     min_user_events: int = Field(default=1, ge=1)
+    """Drop customers with fewer kept events (applied together with ``min_item_events``)."""
     min_item_events: int = Field(default=1, ge=1)
+    """Drop the events of items with fewer kept events (catalogue items stay, cold)."""
 
     @field_validator("event_weights")
     @classmethod
@@ -552,9 +554,7 @@ def _assemble(
         age_days = (ref_ns - parts.ts_ns) / _DAY_NS
         weight = weight * np.exp2(-age_days / cfg.half_life_days)
 
-    keep = _k_core(
-        users, items, len(parts.user_vocab), len(parts.item_vocab), cfg
-    )  # None: all kept
+    keep = _k_core(users, items, len(parts.user_vocab), len(parts.item_vocab), cfg)
     codes, ts, others = parts.type_codes, parts.ts_ns, parts.others
     if keep is not None:
         if not keep.any():
@@ -630,7 +630,7 @@ def _k_core(
     n_items: int,
     cfg: InteractionsConfig,
 ) -> npt.NDArray[np.bool_] | None:
-    """Events to keep so every customer and item has the minimum number of events."""
+    """Events to keep so every customer and item has the minimum number of events (None: all)."""
     if cfg.min_user_events <= 1 and cfg.min_item_events <= 1:
         return None
     keep = np.ones(len(users), dtype=bool)
@@ -730,7 +730,7 @@ def _ids(values: pd.Series, column: str) -> Ids:
 
 def _event_codes(values: pd.Series) -> npt.NDArray[np.int8]:
     text = values.astype(object).where(values.notna(), "").astype(str).str.strip().str.lower()
-    codes = pd.Categorical(text, categories=list(EVENT_TYPES)).codes
+    codes = pd.Index(list(EVENT_TYPES)).get_indexer(pd.Index(text))
     bad = codes < 0
     if bad.any():
         raise _bad_row(
@@ -781,11 +781,14 @@ def _other_columns(events: pd.DataFrame) -> pd.DataFrame:
         amount = pd.to_numeric(events["amount"], errors="coerce").to_numpy(np.float64)
     else:
         amount = np.full(n, np.nan)
+    # Through Arrow, so the dtype is the one from_store gets (pandas' default string type).
     if "session_id" in events.columns:
         raw = events["session_id"]
-        session = raw.astype(object).where(raw.notna(), None).astype("str")
+        text = raw.astype(str).to_numpy(dtype=object, copy=True)
+        text[raw.isna().to_numpy()] = None
+        session = pa.array(text, type=pa.string()).to_pandas()
     else:
-        session = pd.Series([None] * n, dtype="str")
+        session = pa.nulls(n, pa.string()).to_pandas()
     others = pd.DataFrame({"amount": amount, "session_id": session})
     for column in events.columns:
         if column not in _CANONICAL:

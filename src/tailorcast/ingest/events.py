@@ -163,12 +163,23 @@ class _EventsIngest:
         if cfg.events.timestamp_format:
             ts_expr = "CAST(try_strptime(t.ts_raw, $fmt) AS TIMESTAMP)"
         else:
+            # Cheap shape tests first: most files hold one format, and the general casts
+            # (to DOUBLE for epochs, ICU's TIMESTAMPTZ for offsets) cost the most per row.
+            # ISO text without a zone (10, 16 or 19 characters, or 17/20 ending in Z) is
+            # exact as a plain TIMESTAMP; anything else ISO-like goes through TIMESTAMPTZ,
+            # which applies offsets and zone names; the rest is tried as Unix s or ms.
             ts_expr = (
-                "CASE WHEN t.ts_num IS NOT NULL THEN CASE "
+                "CASE WHEN t.ts_raw[5] = '-' THEN CASE "
+                "WHEN strlen(t.ts_raw) IN (10, 16, 19) "
+                "OR (strlen(t.ts_raw) IN (17, 20) AND t.ts_raw[-1] = 'Z') "
+                "THEN TRY_CAST(t.ts_raw AS TIMESTAMP) "
+                "ELSE CAST(TRY_CAST(t.ts_raw AS TIMESTAMPTZ) AS TIMESTAMP) END "
+                "ELSE CASE "
                 f"WHEN abs(t.ts_num) >= {_MAX_EPOCH_MS} THEN NULL "
                 "WHEN abs(t.ts_num) >= 1e11 THEN make_timestamp(CAST(t.ts_num * 1000 AS BIGINT)) "
-                "ELSE make_timestamp(CAST(t.ts_num * 1000000 AS BIGINT)) END "
-                "ELSE CAST(TRY_CAST(t.ts_raw AS TIMESTAMPTZ) AS TIMESTAMP) END"
+                "WHEN t.ts_num IS NOT NULL "
+                "THEN make_timestamp(CAST(t.ts_num * 1000000 AS BIGINT)) "
+                "ELSE CAST(TRY_CAST(t.ts_raw AS TIMESTAMPTZ) AS TIMESTAMP) END END"
             )
         max_id = clean.max_id_length
         extra_sel = "".join(
@@ -211,7 +222,11 @@ class _EventsIngest:
         named = [(r, k) for _, r, k in reasons if not r.endswith("_problem")]
         named += [(r, "user_id") for r in _USER_PROBLEMS]
         named += [(r, "event_type") for r in _ETYPE_PROBLEMS]
-        reason_col = "CASE reason " + " ".join(f"WHEN '{r}' THEN '{k}'" for r, k in named) + " END"
+        reason_col = (
+            "CASE WHEN reason IS NOT NULL THEN CASE reason "
+            + " ".join(f"WHEN '{r}' THEN '{k}'" for r, k in named)
+            + " END END"
+        )
         key_parts = [
             "user_id",
             "item_id",
@@ -229,7 +244,7 @@ class _EventsIngest:
                 {text("item_id")} AS item_id,
                 {raw("event_type")} AS etype_raw,
                 {text("timestamp")} AS ts_raw,
-                TRY_CAST(ts_raw AS DOUBLE) AS ts_num,
+                CASE WHEN ts_raw[5] <> '-' THEN TRY_CAST(ts_raw AS DOUBLE) END AS ts_num,
                 {text("amount")} AS amount_raw,
                 {text("quantity")} AS quantity_raw,
                 {text("session_id")} AS session_src,
@@ -539,7 +554,11 @@ class _EventsIngest:
                     lag(j.event_key) OVER win AS prev_key,
                     {repeated} AS repeated
                 FROM j
-                WINDOW win AS (PARTITION BY j.uidx ORDER BY j.ts, j.event_key, j._line)
+                -- item and type before the key: which of two simultaneous events counts
+                -- as "right before" a third must not depend on the keys (pseudonyms)
+                WINDOW win AS (
+                    PARTITION BY j.uidx
+                    ORDER BY j.ts, hash(j.item_id, j.event_type), j.event_key, j._line)
             )
             SELECT w.* EXCLUDE (since_prev, prev_item, prev_type, prev_key, repeated),
                 {dedupe} AND (coalesce(w.prev_key = w.event_key, false) OR w.repeated)
