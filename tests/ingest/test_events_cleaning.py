@@ -710,12 +710,6 @@ def test_rejects_of_a_csv_file_name_the_file_line(store: Store, tmp_path: Path) 
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _redact_line splits an unparseable CSV line naively on the first delimiter "
-    "that splits it (',' before ';') and ignores quoting, so it pseudonymizes the wrong field "
-    "and the raw customer ID stays in rejects.raw",
-)
 @pytest.mark.parametrize(
     "content",
     [

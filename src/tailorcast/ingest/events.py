@@ -7,6 +7,8 @@ AES-GCM are not available in DuckDB) and the handful of rows the parser could no
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import sys
@@ -810,15 +812,20 @@ def _redact_line(
         return {"text": rej.raw[:2000]}
     # A keyed fingerprint tells different withheld lines apart without revealing them.
     fingerprint = keys.pseudonymizer().one(rej.raw)[2:18]
-    if src.format == "csv" and user_col is not None and user_col in src.columns:
-        idx = src.columns.index(user_col)
-        for delim in (",", ";", "\t", "|"):
-            fields = rej.raw.split(delim)
-            if len(fields) > 1:
-                if idx < len(fields) and fields[idx].strip():
-                    fields[idx] = keys.pseudonymizer().one(fields[idx].strip().strip('"'))
-                    return {"text": delim.join(fields)[:2000], "fingerprint": fingerprint}
-                break
+    if src.format == "csv" and src.delimiter and user_col in src.columns:
+        # Read the line in the file's own CSV dialect; only when it splits into exactly the
+        # header's fields is the customer field known for sure.
+        try:
+            fields = next(csv.reader([rej.raw], delimiter=src.delimiter, strict=True))
+        except (csv.Error, StopIteration):
+            fields = []
+        if len(fields) == len(src.columns):
+            idx = src.columns.index(user_col)
+            if fields[idx].strip():
+                fields[idx] = keys.pseudonymizer().one(fields[idx].strip())
+            buffer = io.StringIO()
+            csv.writer(buffer, delimiter=src.delimiter, lineterminator="").writerow(fields)
+            return {"text": buffer.getvalue()[:2000], "fingerprint": fingerprint}
     return {
         "text": None,
         "note": "withheld: customer field not locatable; original encrypted",
