@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from tailorcast.cli.common import InsecureOpt
+
 __all__ = ["register"]
 
 
@@ -12,8 +14,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys, name="keys")
 
     @keys.command("data-keys")
-    def data_keys() -> None:
+    def data_keys(insecure_dev: InsecureOpt = False) -> None:
         """Print fresh pseudonym and encryption keys as environment lines (for a .env file)."""
+        del insecure_dev  # accepted by every command; fresh keys need no store
         from tailorcast.privacy import generate_key
 
         print(f"TAILORCAST_PSEUDONYM_KEY={generate_key()}")

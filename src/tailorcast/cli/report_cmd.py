@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from tailorcast.cli.common import JsonOpt, StoreOpt, console, print_json
+from tailorcast.cli.common import InsecureOpt, JsonOpt, StoreOpt, console, print_json
 
 __all__ = ["register", "render_report"]
 
@@ -70,8 +70,12 @@ def render_report(data: dict[str, Any]) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def report(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    def report(
+        store: StoreOpt = None, as_json: JsonOpt = False, insecure_dev: InsecureOpt = False
+    ) -> None:
         """Data health: counts, funnel, rejects by reason, duplicates, bots, imputations."""
+        # --insecure-dev is accepted by every command; reading a report needs no keys.
+        del insecure_dev
         from tailorcast.config import Settings
         from tailorcast.report import data_health
         from tailorcast.store import Store
