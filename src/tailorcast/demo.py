@@ -35,6 +35,8 @@ class DemoResult:
 
 def prepare_demo_store(folder: Path) -> None:
     """Start the demo from a clean store; refuse to wipe a store that is not a demo store."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"store path {folder} exists and is not a folder")
     db = folder / DB_FILE
     if not db.exists():
         return

@@ -267,6 +267,8 @@ def open_store(
     """
     settings = settings or Settings()
     path = Path(folder) if folder is not None else settings.store
+    if path.exists() and not path.is_dir():
+        raise UserError(f"store path {path} exists and is not a folder")
     exists = (path / DB_FILE).exists()
     if not exists and not create:
         raise NotFoundError(f"no store at {path} (run `tailorcast ingest` first, or pass --store)")

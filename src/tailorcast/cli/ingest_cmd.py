@@ -151,7 +151,7 @@ def run_ingest(
                 TimeElapsedColumn(),
                 console=err_console,
                 transient=True,
-                disable=not show_progress,
+                disable=not show_progress or not err_console.is_terminal,
             ) as bar:
                 task = bar.add_task("ingesting events", total=1.0)
 

@@ -397,12 +397,14 @@ def _open_binary(path: Path, gz: bool) -> io.BufferedIOBase:
 
 
 def _count_physical_lines(path: Path, gz: bool) -> int:
-    lines, last = 0, b"\n"
+    """Lines up to the last non-blank one (blank lines at the end hold no record)."""
+    lines, tail = 0, b""
     with _open_binary(path, gz) as fh:
         while chunk := fh.read(1 << 20):
             lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    return lines + (last != b"\n")
+            tail = chunk
+    ending = tail[len(tail.rstrip(b"\r\n")) :].count(b"\n")
+    return lines - ending + 1
 
 
 def _record_starts(path: Path, gz: bool, delim: str) -> tuple[list[int], set[int]]:

@@ -86,9 +86,16 @@ class _TableIngest:
                 source=src.label,
             )
         rename = {v: k for k, v in mapped.items()}
-        frame = con.sql(f"SELECT {src.line_sql} AS _line, r.* FROM {quote_ident(src.table)} r").df()
+        # The line number travels beside the frame, never as a column a source could clash with.
+        line_col = "_line"
+        while line_col in src.columns:
+            line_col = "_" + line_col
+        frame = con.sql(
+            f"SELECT {src.line_sql} AS {quote_ident(line_col)}, r.* FROM {quote_ident(src.table)} r"
+        ).df()
         con.execute(f"DROP TABLE IF EXISTS {quote_ident(src.table)}")
-        frame = frame[["_line", *src.columns]].rename(columns=rename)
+        self.lines = frame[line_col].astype("int64")
+        frame = frame[list(src.columns)].rename(columns=rename)
         frame.columns = pd.Index([str(c).strip() for c in frame.columns])
         taken = {c.lower() for c in frame.columns if c not in extras}
         for col in list(frame.columns):
@@ -121,15 +128,15 @@ class _TableIngest:
         types: dict[str, str] = {}
         pii = set(self._pii_columns(frame))
         for col in frame.columns:
-            if col not in {"_line", self.id_col} and col not in pii:
+            if col != self.id_col and col not in pii:
                 frame[col], types[col] = _infer(frame[col])
         result = impute(
-            frame.drop(columns=["_line"]),
+            frame,
             dict(self.table_cfg.impute),
             table=self.kind,
             id_column=self.id_col,
         )
-        lines: dict[Any, int] = {k: int(v) for k, v in frame["_line"].items()}
+        lines: dict[Any, int] = {k: int(v) for k, v in self.lines.items()}
         for idx, row in result.dropped.iterrows():
             rejects.append(
                 {
@@ -239,12 +246,10 @@ class _TableIngest:
         bad = []  # raw rows as read: a refused value is shown as it was, not as parsed
         for idx in frame.index[bad_mask]:
             row = frame.loc[idx]
-            raw = {
-                k: (None if pd.isna(v) else str(v)) for k, v in row.drop(labels=["_line"]).items()
-            }
+            raw = {k: (None if pd.isna(v) else str(v)) for k, v in row.items()}
             bad.append(
                 {
-                    "line": int(row["_line"]),
+                    "line": int(self.lines[idx]),
                     "reason": reason[idx],
                     "column": column[idx],
                     "raw": raw,
