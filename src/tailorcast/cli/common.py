@@ -19,7 +19,8 @@ __all__ = [
     "print_json",
 ]
 
-console = Console()
+# Piped or redirected output gets room for wide tables instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 StoreOpt = Annotated[
