@@ -24,9 +24,25 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each command group lives in its own module and adds itself to ``app``.
-    from tailorcast.cli import demo_cmd, evaluate_cmd, ingest_cmd, keys_cmd, report_cmd
+    from tailorcast.cli import (
+        demo_cmd,
+        evaluate_cmd,
+        ingest_cmd,
+        keys_cmd,
+        recommend_cmd,
+        report_cmd,
+        train_cmd,
+    )
 
-    for module in (demo_cmd, ingest_cmd, report_cmd, evaluate_cmd, keys_cmd):
+    for module in (
+        demo_cmd,
+        ingest_cmd,
+        report_cmd,
+        evaluate_cmd,
+        train_cmd,
+        recommend_cmd,
+        keys_cmd,
+    ):
         module.register(app)
 
 
