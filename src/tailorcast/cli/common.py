@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+
+from tailorcast.errors import UserError
 
 __all__ = [
     "InsecureOpt",
@@ -17,6 +21,7 @@ __all__ = [
     "console",
     "err_console",
     "print_json",
+    "user_errors",
 ]
 
 # Piped or redirected output gets room for wide tables instead of rich's 80 columns.
@@ -44,3 +49,14 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on 
 def print_json(data: Any) -> None:
     """JSON to stdout, nothing else (so it can be piped)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """A user's mistake ends the command with one line on stderr and exit code 2, also when
+    the command runs outside ``tailorcast.cli.main.main`` (which does the same)."""
+    try:
+        yield
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None

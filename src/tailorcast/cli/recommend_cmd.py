@@ -12,8 +12,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from tailorcast.cli.common import InsecureOpt, JsonOpt, StoreOpt, console, print_json
-from tailorcast.cli.train_cmd import user_errors
+from tailorcast.cli.common import InsecureOpt, JsonOpt, StoreOpt, console, print_json, user_errors
 from tailorcast.errors import ConfigError
 
 __all__ = ["records", "register", "render_frame"]

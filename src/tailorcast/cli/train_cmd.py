@@ -3,33 +3,27 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tailorcast.cli.common import InsecureOpt, JsonOpt, StoreOpt, console, err_console, print_json
-from tailorcast.errors import ConfigError, UserError
+from tailorcast.cli.common import (
+    InsecureOpt,
+    JsonOpt,
+    StoreOpt,
+    console,
+    err_console,
+    print_json,
+    user_errors,
+)
+from tailorcast.errors import ConfigError
 
 if TYPE_CHECKING:
     from tailorcast.training import TrainProgress, TrainResult
 
-__all__ = ["parse_params", "register", "render_result", "user_errors"]
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """A user's mistake ends the command with one line on stderr and exit code 2, also when
-    the command runs outside ``tailorcast.cli.main.main`` (which does the same)."""
-    try:
-        yield
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+__all__ = ["parse_params", "register", "render_result"]
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
