@@ -407,9 +407,15 @@ def test_store_holds_no_raw_customer_ids_or_personal_data(
 
 def test_demo_runs_end_to_end_and_refuses_a_non_demo_store(work: Path) -> None:
     demo_store = work / "demo"
-    size = ["--customers", "300", "--items", "80", "--days", "30", "--json"]
+    size = ["--customers", "300", "--items", "80", "--days", "30", "--budget", "4", "--json"]
     run = cli(["demo", "--store", demo_store, "--insecure-dev", *size], cwd=work)
     out = run.json()
+    # the demo trains, beats popularity and explains one customer's list
+    assert out["model"]["version"] and out["model"]["validation"]["ndcg@10"] > 0
+    assert out["model"]["validation"]["ndcg@10"] >= out["popularity_ndcg@10"]
+    assert len(out["recommendations"]) == 5
+    assert all(r["reason"] for r in out["recommendations"])
+    assert out["customer"].startswith("C")
     assert_reconciles(out["ingest"])
     assert out["ingest"]["accepted"] > 0 and out["ingest"]["rejected"] > 0
     assert out["report"]["counts"]["users"] == 300

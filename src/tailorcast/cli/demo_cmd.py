@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import pandas as pd
 import typer
+from rich.table import Table
 
 from tailorcast.cli.common import InsecureOpt, JsonOpt, StoreOpt, console, print_json
+
+if TYPE_CHECKING:
+    from tailorcast.datasets import DemoShop
+    from tailorcast.training import TrainResult
 
 __all__ = ["register"]
 
@@ -22,6 +28,9 @@ def register(app: typer.Typer) -> None:
         items: Annotated[int, typer.Option(help="Products in the demo shop.")] = 400,
         days: Annotated[int, typer.Option(help="Days of history.")] = 120,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+        budget: Annotated[
+            float, typer.Option(help="Seconds for choosing and tuning the recommender.")
+        ] = 20.0,
         as_json: JsonOpt = False,
     ) -> None:
         """Generate a demo shop, ingest and clean it, and report on its health."""
@@ -57,16 +66,78 @@ def register(app: typer.Typer) -> None:
         with Store.open(folder) as opened:
             opened.set_meta("demo", "true")
             report = data_health(opened)
+        if not as_json:
+            render_summaries(summaries)
+            console.rule("[bold]Data health")
+            render_report(report)
+            console.rule("[bold]Recommender")
+            console.print(f"Choosing and tuning a recommender ({budget:.0f} s budget)...")
+        trained, customer, history, recs = _train_and_show(folder, shop, budget)
+        best_pop = max(
+            (t.ndcg_at_10 for t in trained.trials if t.model == "popularity" and t.ndcg_at_10),
+            default=None,
+        )
+        seconds = round(time.perf_counter() - started, 2)
         if as_json:
             print_json(
                 {
                     "ingest": totals(summaries),
                     "report": report,
-                    "seconds": round(time.perf_counter() - started, 2),
+                    "model": trained.to_dict(),
+                    "popularity_ndcg@10": best_pop,
+                    "customer": customer,
+                    "history": history.to_dict(orient="records"),
+                    "recommendations": recs.to_dict(orient="records"),
+                    "seconds": seconds,
                 }
             )
             return
-        render_summaries(summaries)
-        console.rule("[bold]Data health")
-        render_report(report)
-        console.print(f"\nDone in {time.perf_counter() - started:.1f} s. Store: {folder}")
+        chosen = trained.metrics.get("ndcg@10")
+        console.print(
+            f"Chosen: [bold]{trained.name}[/bold] {trained.params}: validation NDCG@10 "
+            f"{chosen:.3f} vs {best_pop:.3f} for popularity "
+            f"({len(trained.trials)} trials), saved as version {trained.version}"
+            if chosen is not None and best_pop is not None
+            else f"Chosen: {trained.name} {trained.params}, version {trained.version}"
+        )
+        console.print(_frame_table(f"Customer {customer}: latest events", history))
+        console.print(_frame_table(f"Recommendations for {customer}", recs))
+        console.print(f"\nDone in {seconds:.1f} s. Store: {folder}")
+
+
+def _train_and_show(
+    folder: Path, shop: DemoShop, budget: float
+) -> tuple[TrainResult, str, pd.DataFrame, pd.DataFrame]:
+    """Auto-train on the demo store; pick a busy (non-bot) customer and explain their list."""
+    from tailorcast.recommend import recommend_for
+    from tailorcast.store import open_store
+    from tailorcast.training import train
+
+    store, keys = open_store(folder, read_only=True)
+    with store:
+        result = train(store, "auto", budget_seconds=budget, store_dir=folder)
+        events = shop.events
+        bots = set(shop.truth.bot_user_ids)
+        buyers = events[(events["event_type"] == "purchase") & ~events["user_id"].isin(bots)]
+        customer = str(buyers["user_id"].value_counts().index[0])
+        titles = shop.items.set_index("item_id")["title"]
+        mine = events[events["user_id"] == customer]
+        # the raw export holds the planted dirt: show only rows the ingest accepted as valid
+        when = pd.to_datetime(mine["timestamp"], errors="coerce", utc=True)
+        mine = mine.assign(timestamp=when)[when.notna() & (when <= pd.Timestamp.now(tz="UTC"))]
+        history = mine.sort_values("timestamp").tail(8)[["timestamp", "event_type", "item_id"]]
+        history = history.assign(title=history["item_id"].map(titles)).reset_index(drop=True)
+        recs = recommend_for(store, result.model, [customer], k=5, keys=keys)
+        recs = recs.assign(title=recs["item_id"].map(titles))[
+            ["rank", "item_id", "title", "score", "reason"]
+        ]
+    return result, customer, history, recs
+
+
+def _frame_table(title: str, frame: pd.DataFrame) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in frame.columns:
+        table.add_column(str(col))
+    for row in frame.itertuples(index=False):
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+    return table
