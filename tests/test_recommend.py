@@ -11,12 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import ingest_demo_shop
 from tailorcast.artifacts import load_model
-from tailorcast.cli.ingest_cmd import run_ingest
 from tailorcast.data import Interactions
-from tailorcast.datasets import demo_shop
 from tailorcast.errors import ConfigError, NotFoundError, UserError
-from tailorcast.ingest.config import IngestConfig
 from tailorcast.models import COLD_START_REASON, Recommender
 from tailorcast.privacy import Keys
 from tailorcast.recommend import RECOMMENDATION_COLUMNS, recommend_for, similar_to, write_table
@@ -29,16 +27,7 @@ SHOP_ID = r"^C\d{6}$"
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shop")
-    files = demo_shop(n_customers=300, n_items=80, days=30, seed=5).write(root / "data")
-    run_ingest(
-        root / "store",
-        IngestConfig(),
-        events=files.events,
-        users=files.customers,
-        items=files.items,
-        insecure_dev=True,
-        show_progress=False,
-    )
+    ingest_demo_shop(root)
     with Store.open(root / "store", read_only=True) as opened:
         train(opened, "itemknn")
     return root / "store"

@@ -10,13 +10,11 @@ import numpy as np
 import optuna
 import pytest
 
+from conftest import ingest_demo_shop
 from tailorcast import training
 from tailorcast.artifacts import METADATA_FILE, list_versions, load_artifact
-from tailorcast.cli.ingest_cmd import run_ingest
 from tailorcast.data import Interactions, validation_split
-from tailorcast.datasets import demo_shop
 from tailorcast.errors import ConfigError, NotFoundError
-from tailorcast.ingest.config import IngestConfig
 from tailorcast.models import make_model
 from tailorcast.store import Store
 from tailorcast.training import (
@@ -33,16 +31,7 @@ FAMILIES = ["popularity", "itemknn", "ease", "als", "bpr"]
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shop")
-    files = demo_shop(n_customers=300, n_items=80, days=30, seed=5).write(root / "data")
-    run_ingest(
-        root / "store",
-        IngestConfig(),
-        events=files.events,
-        users=files.customers,
-        items=files.items,
-        insecure_dev=True,
-        show_progress=False,
-    )
+    ingest_demo_shop(root)
     return root / "store"
 
 

@@ -12,6 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
+from conftest import ingest_demo_shop
 from tailorcast.cli import recommend_cmd, train_cmd
 from tailorcast.cli.ingest_cmd import run_ingest
 from tailorcast.data import Interactions
@@ -34,16 +35,7 @@ def cli(*args: str | Path) -> Result:
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cli-shop")
-    files = demo_shop(n_customers=300, n_items=80, days=30, seed=5).write(root / "data")
-    run_ingest(
-        root / "store",
-        IngestConfig(),
-        events=files.events,
-        users=files.customers,
-        items=files.items,
-        insecure_dev=True,
-        show_progress=False,
-    )
+    ingest_demo_shop(root)
     return root
 
 
