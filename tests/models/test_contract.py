@@ -34,6 +34,9 @@ SMALL: dict[str, dict[str, Any]] = {
     "ease": {"regularization": 10.0},
     "als": {"factors": 8, "iterations": 5, "num_threads": 1},
     "bpr": {"factors": 8, "iterations": 20, "num_threads": 1},
+    "content": {},
+    "hybrid": {"component_params": {"ease": {"regularization": 10.0}}},
+    "repeat": {},
 }
 #: One out-of-range value per model: accepted by __init__, refused by fit.
 BAD: dict[str, tuple[str, Any]] = {
@@ -42,6 +45,9 @@ BAD: dict[str, tuple[str, Any]] = {
     "ease": ("regularization", -5.0),
     "als": ("factors", 0),
     "bpr": ("learning_rate", 0.0),
+    "content": ("price_weight", -1.0),
+    "hybrid": ("validation_fraction", 1.5),
+    "repeat": ("horizon_days", 0.0),
 }
 NAMES = sorted(MODELS)
 EVENT_TYPES = ["view", "favorite", "cart", "purchase"]
@@ -113,7 +119,16 @@ def assert_same(a: Recommendations, b: Recommendations) -> None:
 
 # -- parameters -----------------------------------------------------------------------------
 def test_registry_names_every_family() -> None:
-    assert set(MODELS) == {"popularity", "itemknn", "ease", "als", "bpr"}
+    assert set(MODELS) == {
+        "popularity",
+        "itemknn",
+        "ease",
+        "als",
+        "bpr",
+        "content",
+        "hybrid",
+        "repeat",
+    }
     for key, cls in MODELS.items():
         assert cls.name == key
     with pytest.raises(NotFoundError, match="unknown model 'nope'"):

@@ -25,6 +25,7 @@ from tailorcast.models.base import (
     Recommender,
     RecommenderConfig,
 )
+from tailorcast.models.content import ContentConfig, ContentRecommender
 from tailorcast.models.ease import EASEConfig, EASERecommender
 from tailorcast.models.factorization import (
     ALSConfig,
@@ -32,9 +33,16 @@ from tailorcast.models.factorization import (
     BPRConfig,
     BPRRecommender,
 )
+from tailorcast.models.hybrid import HybridConfig, HybridRecommender
 from tailorcast.models.itemknn import ItemKNNConfig, ItemKNNRecommender
 from tailorcast.models.popularity import PopularityConfig, PopularityRecommender
 from tailorcast.models.registry import MODELS, make_model
+from tailorcast.models.repeat import (
+    RepeatConfig,
+    RepeatRecommender,
+    allows_repurchase,
+    repeat_share,
+)
 
 __all__ = [
     "COLD_START_REASON",
@@ -43,8 +51,12 @@ __all__ = [
     "ALSRecommender",
     "BPRConfig",
     "BPRRecommender",
+    "ContentConfig",
+    "ContentRecommender",
     "EASEConfig",
     "EASERecommender",
+    "HybridConfig",
+    "HybridRecommender",
     "ItemKNNConfig",
     "ItemKNNRecommender",
     "PopularityConfig",
@@ -52,5 +64,9 @@ __all__ = [
     "Recommendations",
     "Recommender",
     "RecommenderConfig",
+    "RepeatConfig",
+    "RepeatRecommender",
+    "allows_repurchase",
     "make_model",
+    "repeat_share",
 ]

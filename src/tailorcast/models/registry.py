@@ -11,10 +11,13 @@ from typing import Any, Final
 
 from tailorcast.errors import ConfigError, NotFoundError
 from tailorcast.models.base import Recommender
+from tailorcast.models.content import ContentRecommender
 from tailorcast.models.ease import EASERecommender
 from tailorcast.models.factorization import ALSRecommender, BPRRecommender
+from tailorcast.models.hybrid import HybridRecommender
 from tailorcast.models.itemknn import ItemKNNRecommender
 from tailorcast.models.popularity import PopularityRecommender
+from tailorcast.models.repeat import RepeatRecommender
 
 __all__ = ["MODELS", "make_model"]
 
@@ -26,6 +29,9 @@ MODELS: Final[dict[str, type[Recommender[Any]]]] = {
         EASERecommender,
         ALSRecommender,
         BPRRecommender,
+        ContentRecommender,
+        HybridRecommender,
+        RepeatRecommender,
     )
 }
 
