@@ -12,8 +12,10 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,6 +44,8 @@ _TEMP_TABLES = (
     "_raw",
     "_stage",
     "_pseudo",
+    "_users",
+    "_prior_marks",
     "_good",
     "_priced",
     "_outlier",
@@ -138,17 +142,18 @@ class _EventsIngest:
         self.keys = keys
         self.progress = progress
         self.pseudonymize = config.privacy.pseudonymize
+        self.has_prior = False  # whether stored events take part in this batch's windows
+        self.constant: dict[str, str] = {}  # columns of _good constant in this batch: SQL
         if self.pseudonymize and keys is None:
             raise ConfigError("pseudonymizing customer IDs needs the store keys")
 
     # -- SQL building ---------------------------------------------------------------------
     def _stage_sql(self, src: SourceTable, cols: dict[str, str], extras: dict[str, str]) -> str:
-        """One pass over the source: clean text, parse, validate, pseudonymize, key.
+        """One pass over the source: clean text, parse, validate.
 
-        Valid rows get ``event_key``, a 128-bit hash that makes re-ingest idempotent: of the
-        source's event_id when it has one, else of the row's canonical values (with the
-        *pseudonym*, never the raw customer ID: an unkeyed hash of a raw ID could be
-        reversed by hashing guesses).
+        Customers are carried as ``uidx`` (see :meth:`_customers`): the pseudonyms are
+        still being computed in a thread while this runs, and join in where the event key
+        is hashed (:func:`_key_sql`).
         """
         cfg = self.config
         clean = cfg.cleaning
@@ -184,6 +189,13 @@ class _EventsIngest:
                 "ELSE CAST(TRY_CAST(t.ts_raw AS TIMESTAMPTZ) AS TIMESTAMP) END END"
             )
         max_id = clean.max_id_length
+        # Session and event IDs only where the source has them: a column of NULLs would be
+        # stored and carried for nothing (their absence is handled where they are read).
+        optional = "".join(
+            f", {text(canon)} AS {name}"
+            for canon, name in (("session_id", "session_src"), ("event_id", "event_id"))
+            if canon in cols
+        )
         extra_sel = "".join(
             f", r.{quote_ident(src_col)} AS {_alias(i)}" for i, src_col in enumerate(extras)
         )
@@ -229,15 +241,6 @@ class _EventsIngest:
             + " ".join(f"WHEN '{r}' THEN '{k}'" for r, k in named)
             + " END END"
         )
-        key_parts = [
-            "user_id",
-            "item_id",
-            "event_type",
-            "CAST(epoch_us(ts) AS VARCHAR)",
-            "coalesce(CAST(amount AS VARCHAR), '')",
-            "CAST(quantity AS VARCHAR)",
-            "coalesce(session_src, '')",
-        ] + [f"coalesce({_alias(i)}, '')" for i in range(len(extras))]
         return f"""
         CREATE OR REPLACE TEMP TABLE _stage AS
         WITH t AS (
@@ -248,13 +251,11 @@ class _EventsIngest:
                 {text("timestamp")} AS ts_raw,
                 CASE WHEN ts_raw[5] <> '-' THEN TRY_CAST(ts_raw AS DOUBLE) END AS ts_num,
                 {text("amount")} AS amount_raw,
-                {text("quantity")} AS quantity_raw,
-                {text("session_id")} AS session_src,
-                {text("event_id")} AS event_id
-                {extra_sel}
+                {text("quantity")} AS quantity_raw
+                {optional}{extra_sel}
             FROM {quote_ident(src.table)} r
         ), p AS (
-            SELECT t.* EXCLUDE (ts_num), ps.user_id, ps.uidx,
+            SELECT t.* EXCLUDE (ts_num), ps.uidx,
                 coalesce(ps.user_problem, CASE WHEN t.user_raw IS NULL THEN 'missing user_id' END)
                     AS user_problem,
                 {etype_expr} AS event_type,
@@ -274,11 +275,7 @@ class _EventsIngest:
         )
         SELECT v.* EXCLUDE (user_raw, etype_raw, ts_raw, amount_raw, quantity_raw,
                             user_problem, etype_problem),
-            {reason_col} AS reason_column,
-            CASE WHEN reason IS NULL THEN md5_number(
-                CASE WHEN event_id IS NOT NULL THEN 'id|' || event_id
-                     ELSE concat_ws('|', {", ".join(key_parts)}) END)
-            END AS event_key
+            {reason_col} AS reason_column
         FROM v
         """
 
@@ -320,35 +317,28 @@ class _EventsIngest:
         # From here on rows carry their line number, so DuckDB may reorder them freely
         # (more parallel, less memory); ``ingest_events`` restores the setting.
         con.execute("SET preserve_insertion_order = false")
+        # Freed memory is reused by the next step: handing it back to the system after
+        # every statement and faulting it in again costs seconds of system time on 5M rows.
+        con.execute("SET allocator_flush_threshold = '4GiB'")
         self.progress("pseudonymizing", 0.35)
-        self._customers(mapped["user_id"])
+        pending = self._customers(mapped["user_id"])
 
-        now = datetime.now(UTC).replace(tzinfo=None)
-        params: dict[str, Any] = {
-            "max_ts": now + timedelta(seconds=cfg.cleaning.max_future_seconds),
-            "min_ts": datetime.fromisoformat(cfg.cleaning.min_timestamp),
-        }
-        if cfg.events.timestamp_format:
-            params["fmt"] = cfg.events.timestamp_format
-        self.progress("validating", 0.45)
         try:
-            con.execute(self._stage_sql(src, mapped, extras), params)
-        except duckdb.Error as exc:
-            if cfg.events.timestamp_format and "format" in str(exc).lower():
-                raise ConfigError(
-                    f"--timestamp-format {cfg.events.timestamp_format!r} is not a valid "
-                    f"strftime format ({str(exc).splitlines()[0]})"
-                ) from None
-            raise
+            self.progress("validating", 0.45)
+            self._stage(src, mapped, extras)
+        finally:
+            pending.exception()  # the thread has finished, whether staging did or not
+        customers = pending.result()
+        self._users(customers)
 
         with self.store.transaction():
             # The privacy mode is fixed by the first ingest that succeeds.
             if self.store.meta("pseudonymize") is None:
                 self.store.set_meta("pseudonymize", "true" if self.pseudonymize else "false")
             if self.pseudonymize:
-                summary.new_customers = self._identities()
+                summary.new_customers = self._identities(customers)
             self.progress("deduplicating", 0.55)
-            self._dedupe_and_clean(summary, has_event_ids="event_id" in mapped)
+            self._dedupe_and_clean(summary, mapped, n_extras=len(extras))
             self.progress("writing", 0.7)
             self.store.add_columns("events", {name: "VARCHAR" for name in extras.values()})
             summary.accepted = self._insert_events(summary.batch_id, extras)
@@ -365,11 +355,34 @@ class _EventsIngest:
         self.progress("done", 1.0)
         return summary
 
-    def _customers(self, column: str) -> None:
-        """``_pseudo(raw, user_raw, user_id, user_problem)``: one row per distinct customer ID.
+    def _stage(self, src: SourceTable, mapped: dict[str, str], extras: dict[str, str]) -> None:
+        """``_stage``: every source row parsed, with its reject reason or NULL."""
+        cfg = self.config
+        now = datetime.now(UTC).replace(tzinfo=None)
+        params: dict[str, Any] = {
+            "max_ts": now + timedelta(seconds=cfg.cleaning.max_future_seconds),
+            "min_ts": datetime.fromisoformat(cfg.cleaning.min_timestamp),
+        }
+        if cfg.events.timestamp_format:
+            params["fmt"] = cfg.events.timestamp_format
+        try:
+            self.con.execute(self._stage_sql(src, mapped, extras), params)
+        except duckdb.Error as exc:
+            if cfg.events.timestamp_format and "format" in str(exc).lower():
+                raise ConfigError(
+                    f"--timestamp-format {cfg.events.timestamp_format!r} is not a valid "
+                    f"strftime format ({str(exc).splitlines()[0]})"
+                ) from None
+            raise
 
-        Trimming, checking and pseudonymizing once per distinct value (thousands) instead of
-        once per event (millions); keyed HMAC is not available in SQL anyway.
+    def _customers(self, column: str) -> Future[_Customers]:
+        """``_pseudo(raw, user_raw, user_problem, uidx)``: one row per distinct customer ID.
+
+        Trimming and checking once per distinct value (thousands) instead of once per event
+        (millions). ``uidx`` numbers the valid customers densely: events carry it through
+        staging and sorting (cheaper than the 34-character pseudonym). The pseudonyms and
+        the encrypted IDs of new customers (keyed HMAC and AES-GCM are not available in SQL)
+        are computed in a thread meanwhile, so staging does not wait for them.
         """
         con = self.con
         col = quote_ident(column)
@@ -382,6 +395,9 @@ class _EventsIngest:
         max_id = self.config.cleaning.max_id_length
         trimmed: list[str | None] = []
         problems: list[str | None] = []
+        uidx: list[int | None] = []
+        # One pass, numbering customers in order of appearance (any dense numbering will do).
+        codes: dict[str, int] = {}
         for v in values:
             t = v.strip()
             problem = None
@@ -391,18 +407,14 @@ class _EventsIngest:
                 problem = _USER_PROBLEMS[1]
             elif "\x00" in t:
                 problem = _USER_PROBLEMS[2]
-            trimmed.append(None if problem else t)
+            if problem is None:
+                trimmed.append(t)
+                uidx.append(codes.setdefault(t, len(codes)))
+            else:
+                trimmed.append(None)
+                uidx.append(None)
             problems.append(problem)
-        codes = {t: i for i, t in enumerate(sorted({t for t in trimmed if t is not None}))}
-        uidx = [None if t is None else codes[t] for t in trimmed]
-        ids: list[str | None]
-        if self.pseudonymize:
-            assert self.keys is not None
-            unique = sorted({t for t in trimmed if t is not None})
-            mapping = dict(zip(unique, self.keys.pseudonymizer().many(unique), strict=True))
-            ids = [None if t is None else mapping[t] for t in trimmed]
-        else:
-            ids = trimmed
+        unique = list(codes)
         _temp_table(
             con,
             "_pseudo",
@@ -410,13 +422,45 @@ class _EventsIngest:
                 {
                     "raw": pa.array(values, pa.string()),
                     "user_raw": pa.array(trimmed, pa.string()),
-                    "user_id": pa.array(ids, pa.string()),
                     "user_problem": pa.array(problems, pa.string()),
-                    # a dense integer per customer: cheaper to partition and sort by than
-                    # the 34-character pseudonym
                     "uidx": pa.array(uidx, pa.int32()),
                 }
             ),
+        )
+        done: Future[_Customers] = Future()
+        if not self.pseudonymize:
+            done.set_result(_Customers(unique, [], []))
+            return done
+        assert self.keys is not None
+        # A connection of its own: the main one is busy staging meanwhile.
+        cursor = con.cursor()
+        worker = threading.Thread(
+            target=_pseudonymize,
+            args=(self.keys, unique, cursor, done),
+            name="tailorcast-pseudonyms",
+            daemon=True,
+        )
+        worker.start()
+        return done
+
+    def _users(self, customers: _Customers) -> None:
+        """``_users(uidx, user_id, session_prefix)``: the stored ID of each valid customer.
+
+        ``session_prefix`` starts the IDs of derived sessions (computed once per customer).
+        """
+        _temp_table(
+            self.con,
+            "_users",
+            pa.table(
+                {
+                    "uidx": pa.array(range(len(customers.ids)), pa.int32()),
+                    "user_id": pa.array(customers.ids, pa.string()),
+                }
+            ),
+        )
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE _users AS "
+            "SELECT uidx, user_id, left(md5(user_id), 16) AS session_prefix FROM _users"
         )
 
     def _event_types(self, column: str | None) -> tuple[str, str, str]:
@@ -479,29 +523,26 @@ class _EventsIngest:
             "LEFT JOIN _etypes et ON et.raw = t.etype_raw",
         )
 
-    def _identities(self) -> int:
+    def _identities(self, customers: _Customers) -> int:
         """Store encrypted pseudonym -> ID rows for customers new to the store."""
-        con = self.con
-        new = con.sql(
-            "SELECT DISTINCT p.user_id, p.user_raw FROM _pseudo p "
-            "WHERE p.user_id IS NOT NULL "
-            "AND p.user_id NOT IN (SELECT pseudonym FROM identities)"
-        ).to_arrow_table()
-        if new.num_rows == 0:
+        if not customers.new:
             return 0
-        assert self.keys is not None
-        blobs = self.keys.cipher().encrypt_many(new.column("user_raw").to_pylist(), "identity")
         _temp_table(
-            con,
+            self.con,
             "_ident_new",
             pa.table(
-                {"pseudonym": new.column("user_id"), "id_encrypted": pa.array(blobs, pa.binary())}
+                {
+                    "pseudonym": pa.array([customers.ids[i] for i in customers.new], pa.string()),
+                    "id_encrypted": pa.array(customers.blobs, pa.binary()),
+                }
             ),
         )
-        con.execute("INSERT INTO identities SELECT pseudonym, id_encrypted FROM _ident_new")
-        return int(new.num_rows)
+        self.con.execute("INSERT INTO identities SELECT pseudonym, id_encrypted FROM _ident_new")
+        return len(customers.new)
 
-    def _dedupe_and_clean(self, summary: IngestSummary, has_event_ids: bool) -> None:
+    def _dedupe_and_clean(
+        self, summary: IngestSummary, mapped: dict[str, str], n_extras: int
+    ) -> None:
         con = self.con
         clean = self.config.cleaning
         window = clean.near_duplicate_seconds
@@ -518,22 +559,35 @@ class _EventsIngest:
         prior = (
             f"""
             UNION ALL BY NAME
-            SELECT e.user_id, c.uidx, e.item_id, e.event_type, e."timestamp" AS ts,
+            SELECT c.uidx, e.item_id, e.event_type, e."timestamp" AS ts,
                 e.event_key, true AS prior, e.session_id AS prior_session, -1 AS _line
-            FROM events e
-            JOIN (SELECT DISTINCT user_id, uidx FROM _pseudo WHERE uidx IS NOT NULL) c
-                USING (user_id)
+            FROM events e JOIN _users c USING (user_id)
             WHERE e."timestamp" BETWEEN $lo::TIMESTAMP - INTERVAL ({max(window, gap)}) SECOND
                 AND $hi::TIMESTAMP"""
             if has_prior
             else ""
         )
-        # Source event IDs may repeat anywhere in a file, not only next to each other.
+        self.has_prior = has_prior
+        has_event_ids = "event_id" in mapped
+        # Columns that are constant in this batch stay out of the sorts (every column of
+        # their input is carried through them) and out of _good: readers of _good use
+        # ``self.constant`` for them.
+        constant = {"prior": "false", "prior_session": "NULL::VARCHAR"} if not has_prior else {}
+        if not has_event_ids:
+            constant["event_id"] = "NULL::VARCHAR"
+        if "session_id" not in mapped:
+            constant["session_src"] = "NULL::VARCHAR"
+        self.constant = constant
+        key = _key_sql(n_extras, has_event_ids, "session_id" in mapped)
+        j_prior = (
+            "" if constant.get("prior") else ", false AS prior, NULL::VARCHAR AS prior_session"
+        )
         # Source event IDs may repeat anywhere: elsewhere in the file, or in the store at
         # another time (a resend with a corrected timestamp).
+        p = "j.prior" if has_prior else "false"
         repeated = (
-            "row_number() OVER (PARTITION BY j.event_key ORDER BY j.prior DESC, j._line) > 1 "
-            "OR (NOT j.prior AND j.event_key IN (SELECT event_key FROM events))"
+            f"row_number() OVER (PARTITION BY j.event_key ORDER BY {p} DESC, j._line) > 1 "
+            f"OR (NOT {p} AND j.event_key IN (SELECT event_key FROM events))"
             if has_event_ids
             else "false"
         )
@@ -544,9 +598,11 @@ class _EventsIngest:
             f"""
             CREATE OR REPLACE TEMP TABLE _good AS
             WITH j AS (
+                -- the key hashes the pseudonym, which joins in here (see _customers); the
+                -- sorts below carry the customer's number instead of the long text
                 SELECT s.* EXCLUDE (reason, reason_column),
-                    false AS prior, NULL::VARCHAR AS prior_session
-                FROM _stage s WHERE s.reason IS NULL
+                    {key} AS event_key{j_prior}
+                FROM _stage s JOIN _users u USING (uidx) WHERE s.reason IS NULL
                 {prior}
             ), w AS (
                 SELECT j.*,
@@ -573,10 +629,11 @@ class _EventsIngest:
             """,
             {"lo": lo, "hi": hi} if has_prior else None,
         )
+        no_src = "true" if "session_src" in constant else "session_src IS NULL"
         counts = con.execute(
             "SELECT count(*) FILTER (dup_exact), count(*) FILTER (dup_near AND NOT dup_exact), "
-            "count(*) FILTER (starts_session AND session_src IS NULL AND NOT dup_exact "
-            "AND NOT dup_near) FROM _good WHERE NOT prior"
+            f"count(*) FILTER (starts_session AND {no_src} AND NOT dup_exact "
+            f"AND NOT dup_near) FROM _good {'WHERE NOT prior' if has_prior else ''}"
         ).fetchall()[0]
         summary.duplicates = int(counts[0]) + int(counts[1])
         summary.near_duplicates = int(counts[1])
@@ -643,38 +700,61 @@ class _EventsIngest:
     def _insert_events(self, batch_id: int, extras: dict[str, str]) -> int:
         con = self.con
         cap = self.config.cleaning.outliers == "cap"
-        amount = "coalesce(o.capped, g.amount)" if cap else "g.amount"
+        amount = "coalesce(o.capped, s.amount)" if cap else "s.amount"
         extra_cols = "".join(f", {quote_ident(n)}" for n in extras.values())
-        extra_vals = "".join(f", g.{_alias(i)}" for i in range(len(extras)))
+        extra_sel = "".join(f", g.{_alias(i)}" for i in range(len(extras)))
+        extra_vals = "".join(f", s.{_alias(i)}" for i in range(len(extras)))
         # Derived session IDs (the customer's pseudonym prefix and the session's first second)
-        # are assigned while inserting: the last session start up to each event's time
-        # (a RANGE frame, so events at the same second agree whichever sorts first); earlier
-        # stored events pass on their session IDs.
-        con.execute(f"""
+        # are assigned while inserting: the time of the last session start up to each event's
+        # time (a RANGE frame, so events at the same second agree whichever sorts first), a
+        # number, which is cheaper to carry through the sort than the ID's text. Earlier
+        # stored events are starts too and pass on their session IDs (_prior_marks).
+        const = self.constant
+        marks = "(g.prior AND g.prior_session IS NOT NULL) OR (NOT g.prior AND g.starts_session)"
+        keep = "g.prior OR (NOT g.dup_exact AND NOT g.dup_near)"
+        new_only = "QUALIFY NOT g.prior"
+        if not self.has_prior:
+            marks, keep, new_only = "g.starts_session", "NOT g.dup_exact AND NOT g.dup_near", ""
+
+        def col(name: str) -> str:
+            return const.get(name, f"s.{name}")
+
+        carried = "".join(f", g.{c}" for c in ("event_id", "session_src") if c not in const)
+        prior_join, prior_session = "", ""
+        if self.has_prior:
+            # Stored events of different sessions at one time: the last in the order of the
+            # dedupe sort (item and type, then key) passes on its session.
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE _prior_marks AS
+                SELECT uidx, ts,
+                    arg_max(prior_session, (hash(item_id, event_type), event_key)) AS session
+                FROM _good WHERE prior AND prior_session IS NOT NULL GROUP BY uidx, ts
+            """)
+            prior_join = "LEFT JOIN _prior_marks pm ON pm.uidx = s.uidx AND pm.ts = s.mark_ts"
+            prior_session = "pm.session, "
+        inserted = con.execute(f"""
             INSERT INTO events (event_key, event_id, user_id, item_id, event_type, "timestamp",
                                 amount, quantity, session_id, amount_outlier, batch_id
                                 {extra_cols})
-            SELECT g.event_key, g.event_id, g.user_id, g.item_id, g.event_type, g.ts, {amount},
-                g.quantity,
-                coalesce(g.session_src, last_value(
-                    CASE WHEN g.prior THEN g.prior_session
-                         WHEN g.starts_session THEN
-                            left(md5(g.user_id), 16) || '-'
-                            || CAST(CAST(epoch(g.ts) AS BIGINT) AS VARCHAR)
-                    END IGNORE NULLS) OVER (
+            WITH s AS (
+                SELECT g.event_key, g.uidx, g.item_id, g.event_type, g.ts,
+                    g.amount, g.quantity, g._line{carried}{extra_sel},
+                    max(CASE WHEN {marks} THEN g.ts END) OVER (
                         PARTITION BY g.uidx ORDER BY g.ts
-                        RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)),
-                o._line IS NOT NULL, {batch_id}{extra_vals}
-            FROM _good g LEFT JOIN _outlier o USING (_line)
-            WHERE g.prior OR (NOT g.dup_exact AND NOT g.dup_near)
-            QUALIFY NOT g.prior
-        """)
-        return int(
-            scalar(
-                con,
-                "SELECT count(*) FROM _good WHERE NOT prior AND NOT dup_exact AND NOT dup_near",
+                        RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS mark_ts
+                FROM _good g
+                WHERE {keep}
+                {new_only}
             )
-        )
+            SELECT s.event_key, {col("event_id")}, u.user_id, s.item_id, s.event_type, s.ts,
+                {amount}, s.quantity,
+                coalesce({col("session_src")}, {prior_session}concat(u.session_prefix, '-',
+                    CAST(CAST(epoch(s.mark_ts) AS BIGINT) AS VARCHAR))),
+                o._line IS NOT NULL, {batch_id}{extra_vals}
+            FROM s JOIN _users u USING (uidx) LEFT JOIN _outlier o USING (_line)
+            {prior_join}
+        """).fetchall()
+        return int(inserted[0][0])
 
     def _insert_rejects(self, src: SourceTable, mapped: dict[str, str], batch_id: int) -> int:
         """Rejected rows, each with its raw values as JSON (customer ID pseudonymized)."""
@@ -684,7 +764,7 @@ class _EventsIngest:
         for c in src.columns:
             name = c.replace("'", "''")
             if c == user_col and self.pseudonymize:
-                fields.append(f"'{name}', s.user_id")
+                fields.append(f"'{name}', u.user_id")
             else:
                 fields.append(f"'{name}', r.{quote_ident(c)}")
         con.execute(
@@ -694,6 +774,7 @@ class _EventsIngest:
                 SELECT s._line, s.reason, s.reason_column,
                     CAST(json_object({", ".join(fields)}) AS VARCHAR) AS raw
                 FROM _stage s JOIN _raw r ON {src.line_sql} = s._line
+                LEFT JOIN _users u ON u.uidx = s.uidx
                 WHERE s.reason IS NOT NULL
             )
             SELECT {batch_id}, 'events', $label, n._line, n.reason, n.reason_column, n.raw, NULL
@@ -783,6 +864,71 @@ class _EventsIngest:
     def _cleanup(self) -> None:
         for t in _TEMP_TABLES:
             self.con.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+@dataclass
+class _Customers:
+    """The valid customers of a batch, by ``uidx``, and which of them the store lacks."""
+
+    ids: list[str]  # the stored ID (pseudonym, or the trimmed ID without pseudonyms)
+    new: list[int]  # uidx of pseudonyms not yet in ``identities``
+    blobs: list[bytes]  # their IDs, encrypted, in the order of ``new``
+
+
+def _pseudonymize(
+    keys: Keys, unique: list[str], cursor: duckdb.DuckDBPyConnection, done: Future[_Customers]
+) -> None:
+    """Thread body: pseudonyms of ``unique``; the IDs of those new to the store, encrypted.
+
+    Runs beside the staging query (which releases the GIL), reading the committed
+    ``identities`` through its own connection; the result or error goes to ``done``.
+    """
+    try:
+        ids = keys.pseudonymizer().many(unique)
+        cursor.register(
+            "_candidates",
+            pa.table({"i": pa.array(range(len(ids)), pa.int64()), "pseudonym": ids}),
+        )
+        new = [
+            int(i)
+            for i in cursor.sql(
+                "SELECT c.i FROM _candidates c ANTI JOIN identities x USING (pseudonym) "
+                "ORDER BY c.i"
+            )
+            .to_arrow_table()
+            .column("i")
+            .to_pylist()
+        ]
+        blobs = keys.cipher().encrypt_many([unique[i] for i in new], "identity")
+        done.set_result(_Customers(ids, new, [b for b in blobs if b is not None]))
+    except BaseException as exc:  # handed to the waiting ingest, which raises it
+        done.set_exception(exc)
+    finally:
+        cursor.close()
+
+
+def _key_sql(n_extras: int, has_event_ids: bool, has_sessions: bool) -> str:
+    """``event_key``: the 128-bit MD5 that makes re-ingest idempotent.
+
+    Of the source's event_id when it has one, else of the row's canonical values, with the
+    customer's *pseudonym* (``user_id``), never the raw ID: an unkeyed hash of a raw ID
+    could be reversed by hashing guesses. The hashed text is part of the store format:
+    changing it would make re-ingesting a file into an existing store add it again.
+    Without event or session IDs in the source the text is the same, spelled without them.
+    """
+    parts = [
+        "user_id",
+        "item_id",
+        "event_type",
+        "CAST(epoch_us(ts) AS VARCHAR)",
+        "coalesce(CAST(amount AS VARCHAR), '')",
+        "CAST(quantity AS VARCHAR)",
+        "coalesce(session_src, '')" if has_sessions else "''",
+    ] + [f"coalesce({_alias(i)}, '')" for i in range(n_extras)]
+    derived = f"concat_ws('|', {', '.join(parts)})"
+    if not has_event_ids:
+        return f"md5_number({derived})"
+    return f"md5_number(CASE WHEN event_id IS NOT NULL THEN 'id|' || event_id ELSE {derived} END)"
 
 
 def _alias(i: int) -> str:
@@ -900,3 +1046,4 @@ def ingest_events(
     finally:
         job._cleanup()
         store.con.execute("RESET preserve_insertion_order")
+        store.con.execute("RESET allocator_flush_threshold")

@@ -128,7 +128,11 @@ class _TableIngest:
         types: dict[str, str] = {}
         pii = set(self._pii_columns(frame))
         for col in frame.columns:
-            if col != self.id_col and col not in pii:
+            if self.kind == "items" and col == "price":
+                # Parsed and checked in _validate: a number even when its text is long
+                # (0.30000000000000004 would look like a code to _infer and turn text).
+                types[col] = "DOUBLE"
+            elif col != self.id_col and col not in pii:
                 frame[col], types[col] = _infer(frame[col])
         result = impute(
             frame,
