@@ -13,11 +13,14 @@ import pytest
 
 from conftest import ingest_demo_shop
 from tailorcast.artifacts import load_model
+from tailorcast.catalog import Catalog
 from tailorcast.data import Interactions
 from tailorcast.errors import ConfigError, NotFoundError, UserError
 from tailorcast.models import COLD_START_REASON, Recommender
+from tailorcast.models.coldstart import SEGMENT_REASON
 from tailorcast.privacy import Keys
 from tailorcast.recommend import RECOMMENDATION_COLUMNS, recommend_for, similar_to, write_table
+from tailorcast.rules import Rules
 from tailorcast.store import Store, open_store
 from tailorcast.training import train
 
@@ -62,7 +65,7 @@ def test_all_customers_come_back_with_shop_ids_and_no_seen_items(
     opened: tuple[Store, Keys], model: Recommender[Any]
 ) -> None:
     store, keys = opened
-    frame = recommend_for(store, model, k=5, keys=keys)
+    frame = recommend_for(store, model, k=5, keys=keys, rules=Rules(exclude_seen=True))
     assert list(frame.columns) == list(RECOMMENDATION_COLUMNS)
     assert frame["user_id"].str.fullmatch(SHOP_ID).all()
     # Exactly the customers of the model, re-identified: one list of 5 each.
@@ -77,7 +80,9 @@ def test_all_customers_come_back_with_shop_ids_and_no_seen_items(
 
 def test_include_seen_and_no_explain(opened: tuple[Store, Keys], model: Recommender[Any]) -> None:
     store, keys = opened
-    frame = recommend_for(store, model, k=5, keys=keys, exclude_seen=False, explain=False)
+    frame = recommend_for(
+        store, model, k=5, keys=keys, rules=Rules(exclude_seen=False), explain=False
+    )
     assert _seen_pairs(store, keys, frame).any()  # item-kNN ranks a customer's items high
     assert frame["reason"].isna().all()
     assert frame["user_id"].str.fullmatch(SHOP_ID).all()
@@ -105,13 +110,93 @@ def test_asked_customers_known_and_unknown(
     store, keys = opened
     known = store.reidentify(model.user_ids_[:1].tolist(), keys)[0]
     assert known is not None
-    frame = recommend_for(store, model, [" C999999 ", known, known], k=4, keys=keys)
+    frame = recommend_for(
+        store, model, [" C999999 ", known, known], k=4, keys=keys, rules=Rules(exclude_seen=True)
+    )
     assert list(pd.unique(frame["user_id"])) == ["C999999", known]  # trimmed, deduplicated
     cold = frame[frame["user_id"] == "C999999"]
     assert len(cold) == 4 and (cold["reason"] == COLD_START_REASON).all()
     warm = frame[frame["user_id"] == known]
     assert len(warm) == 4 and (warm["reason"] != COLD_START_REASON).any()
     assert not _seen_pairs(store, keys, warm).any()
+
+
+def test_seen_items_by_default_only_where_customers_rebuy(
+    opened: tuple[Store, Keys], model: Recommender[Any]
+) -> None:
+    store, keys = opened
+    frame = recommend_for(store, model, k=10, keys=keys)
+    seen = _seen_pairs(store, keys, frame)
+    rebuyable = set(model.item_ids_[model.cold_start_.rebuyable])
+    # The demo shop mixes groceries (rebought) with fashion and electronics (not).
+    assert 0 < len(rebuyable) < model.n_items
+    assert seen.any() and frame.loc[seen, "item_id"].isin(rebuyable).all()
+    categories = set(model.item_categories_[model.cold_start_.rebuyable])
+    assert "groceries" in categories and "electronics" not in categories
+
+
+def test_rules_end_to_end_with_titles(opened: tuple[Store, Keys], model: Recommender[Any]) -> None:
+    store, keys = opened
+    catalog = Catalog.from_store(store)
+    items = pd.DataFrame(
+        {"category": catalog.category, "price": catalog.price, "available": catalog.available},
+        index=catalog.item_ids,
+    )
+    sold_out = set(items.index[~items["available"]])
+    assert sold_out  # the demo shop has a few
+    customers = store.reidentify(model.user_ids_[:40].tolist(), keys)
+    promoted = str(items.index[items["available"] & (items["category"] == "home")][0])
+    rules = Rules(
+        exclude_categories=("books",),
+        max_price=150,
+        pin=(promoted,),
+        max_per_category=2,
+        exclude_seen=True,
+    )
+    frame = recommend_for(store, model, customers, k=6, keys=keys, rules=rules)
+    assert frame.groupby("user_id").size().eq(6).all()
+    rows = items.loc[frame["item_id"]]
+    assert not (rows["category"] == "books").any() and (rows["price"] <= 150).all()
+    assert not set(frame["item_id"]) & sold_out
+    per_category = frame.assign(category=rows["category"].to_numpy())
+    assert per_category.groupby(["user_id", "category"]).size().max() <= 2
+    firsts = frame[frame["rank"] == 1]
+    unseen = ~_seen_pairs(store, keys, firsts.assign(item_id=promoted))
+    assert (firsts.loc[unseen, "item_id"] == promoted).all() and unseen.any()
+    assert (firsts.loc[~unseen, "item_id"] != promoted).all()  # seen: not pushed again
+    assert (frame.loc[frame["item_id"] == promoted, "reason"] == "promoted").all()
+    # Reasons name items by title, never by ID.
+    personal = frame.loc[frame["reason"].str.startswith("because you"), "reason"]
+    assert len(personal) and not personal.str.contains(r"P\d{5}").any()
+    assert personal.map(lambda r: any(t in r for t in catalog.title)).all()
+    # Sold-out items come back on request.
+    everything = recommend_for(
+        store, model, customers, k=80, keys=keys, rules=Rules(available_only=False)
+    )
+    assert set(everything["item_id"]) & sold_out
+
+
+def test_new_customer_known_to_the_store_or_browsing(
+    opened: tuple[Store, Keys], model: Recommender[Any]
+) -> None:
+    store, keys = opened
+    quiet = store.con.sql(
+        "SELECT user_id FROM users WHERE user_id NOT IN (SELECT user_id FROM events) "
+        "ORDER BY user_id LIMIT 1"
+    ).fetchall()[0][0]
+    shop_id = store.reidentify([quiet], keys)[0]
+    assert shop_id is not None
+    frame = recommend_for(store, model, [shop_id, "C999999"], k=5, keys=keys)
+    mine = frame[frame["user_id"] == shop_id]
+    assert len(mine) == 5 and SEGMENT_REASON in set(mine["reason"])
+    assert set(frame.loc[frame["user_id"] == "C999999", "reason"]) <= {COLD_START_REASON} | {
+        r for r in frame["reason"] if r.startswith("trending in ")
+    }
+    viewed = str(model.item_ids_[3])
+    title = Catalog.from_store(store).titles([viewed])[0]
+    browsing = recommend_for(store, model, ["C999999"], k=5, keys=keys, session_items=[viewed])
+    assert viewed not in set(browsing["item_id"])
+    assert (browsing["reason"] == f"because you viewed {title}").any()
 
 
 def test_keys_are_needed_for_a_pseudonymized_store(

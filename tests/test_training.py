@@ -88,7 +88,13 @@ def test_auto_picks_the_best_validated_configuration(auto_result: TrainResult) -
     # The first trial of each family is its default configuration, cheapest family first.
     firsts = [next(t for t in trials if t.model == name) for name in FAMILIES]
     assert firsts == sorted(firsts, key=trials.index)
-    assert firsts[1].params == {"similarity": "cosine", "neighbors": 100, "shrinkage": 0.0}
+    assert firsts[1].params == {
+        "similarity": "cosine",
+        "neighbors": 100,
+        "shrinkage": 0.0,
+        "recency": 0.0,
+        "recency_items": 10.0,
+    }
     # The chosen trial's parameters are the saved model's.
     chosen = next(t for t in trials if t.model == auto_result.name and t.ndcg_at_10 == best)
     assert {k: auto_result.params[k] for k in chosen.params} == chosen.params
@@ -190,3 +196,18 @@ def test_bad_requests_are_refused(
     with pytest.raises(error, match=match):
         train(store, **kwargs)  # type: ignore[arg-type]
     assert list_versions(store.folder) == before
+
+
+def test_auto_starts_ease_and_itemknn_from_plain_defaults() -> None:
+    # The refinements (recency, dropout, damping) are searched, starting from "off", so a
+    # shop where they do not help keeps the plain model.
+    ease = training._defaults("ease")
+    assert ease == {
+        "regularization": 500.0,
+        "dropout": 0.0,
+        "popularity_damping": 0.0,
+        "recency": 0.0,
+        "recency_items": 10.0,
+    }
+    assert training._defaults("itemknn")["recency"] == 0.0
+    assert make_model("ease", **ease).get_params() == make_model("ease").get_params()

@@ -89,7 +89,9 @@ def test_train_auto_searches_every_family(shop: Path, tmp_path: Path) -> None:
 
 def test_recommend_all_writes_shop_ids_without_seen_items(trained: Path, tmp_path: Path) -> None:
     out = tmp_path / "recs.csv"
-    result = cli("recommend", "--all", "-k", "5", "--out", out, "--store", trained)
+    result = cli(
+        "recommend", "--all", "-k", "5", "--exclude-seen", "--out", out, "--store", trained
+    )
     assert result.exit_code == 0, result.output
     assert "Wrote" in result.stdout
     frame = pd.read_csv(out, dtype={"user_id": str, "item_id": str})
@@ -129,6 +131,36 @@ def test_recommend_known_customer_table_and_include_seen(trained: Path) -> None:
     assert len(rows) == 10 and all(r["reason"] is None for r in rows)
 
 
+def test_recommend_rules_flags(trained: Path) -> None:
+    store, _ = open_store(trained, read_only=True)
+    with store:
+        items = store.con.sql("SELECT item_id, category, price, title FROM items").df()
+    items = items.set_index("item_id")
+    promoted = str(items.index[items["category"] == "toys"][0])
+    result = cli(
+        "recommend", "--user", "C000011", "--user", "C999999", "-k", "5", "--json",
+        "--category", "toys", "--category", "Books", "--max-price", "60",
+        "--max-per-category", "3", "--pin", promoted, "--boost", f"{promoted}=2",
+        "--exclude-seen", "--store", trained,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = pd.DataFrame(json.loads(result.stdout))
+    assert rows.groupby("user_id").size().eq(5).all()
+    chosen = items.loc[rows["item_id"]]
+    assert set(chosen["category"]) <= {"toys", "books"} and (chosen["price"] <= 60).all()
+    assert chosen.assign(u=rows["user_id"].to_numpy()).groupby(["u", "category"]).size().max() <= 3
+    cold = rows[rows["user_id"] == "C999999"]
+    assert cold.iloc[0]["item_id"] == promoted and cold.iloc[0]["reason"] == "promoted"
+    viewed = str(items.index[0])
+    browsing = cli(
+        "recommend", "--user", "C999999", "-k", "3", "--json", "--session-items",
+        f"{viewed},NOT-AN-ITEM", "--store", trained,
+    )  # fmt: skip
+    assert browsing.exit_code == 0, browsing.output
+    reasons = {r["reason"] for r in json.loads(browsing.stdout)}
+    assert f"because you viewed {items.loc[viewed, 'title']}" in reasons
+
+
 def test_recommend_all_to_stdout_is_csv(trained: Path) -> None:
     result = cli("recommend", "--all", "-k", "1", "--store", trained)
     assert result.exit_code == 0, result.output
@@ -157,6 +189,13 @@ def test_similar_unknown_item_exits_2_with_one_line(trained: Path) -> None:
         (["recommend", "--all", "-k", "0"], "-k must be at least 1"),
         (["recommend", "--all", "--out", "recs.xlsx"], "unknown extension"),
         (["recommend", "--all", "--model-version", "v1"], "no model version 'v1'"),
+        (["recommend", "--all", "--boost", "P00001"], "write ITEM=FACTOR"),
+        (["recommend", "--all", "--boost", "P00001=-2"], "must be a number > 0"),
+        (["recommend", "--all", "--boost", "P00001=lots"], "is not a number"),
+        (["recommend", "--all", "--min-price", "9", "--max-price", "3"], "above max_price"),
+        (["recommend", "--all", "--max-per-category", "0"], "max_per_category"),
+        (["recommend", "--all", "--seen-events", "purchase,bought"], "unknown event type"),
+        (["recommend", "--all", "--session-items", "a,,b"], "without empty ones"),
         (["train", "--model", "nope"], "unknown model 'nope'"),
         (["train", "--param", "neighbors"], "--param takes KEY=VALUE"),
         (["train", "--budget", "0"], "budget must be more than 0"),

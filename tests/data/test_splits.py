@@ -294,5 +294,11 @@ def test_make_split_dispatches_and_checks_arguments(shop: Interactions) -> None:
 
 def test_splits_unpack_and_keep_the_config(shop: Interactions) -> None:
     train, test = split_temporal(shop)
-    assert train.config == shop.config == test.config
+    assert test.config == shop.config
+    # the train view is as of the cut (its latest event), not as of the whole view's end
+    assert train.config.model_copy(update={"as_of": shop.config.as_of}) == shop.config
+    assert train.config.as_of is not None and shop.config.as_of is not None
+    assert train.config.as_of < shop.config.as_of
+    cut = np.datetime64(train.config.as_of, "us")
+    assert cut == train.events["timestamp"].max().to_datetime64().astype("datetime64[us]")
     assert isinstance(split_temporal(shop), tuple)

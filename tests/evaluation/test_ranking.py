@@ -226,3 +226,87 @@ def test_blocked_edge_cases() -> None:
         blocked_top_k(lambda b: np.zeros((b.size, 3)), np.arange(3), 2, block_size=0)
     with pytest.raises(ValueError, match="NaN"):
         blocked_top_k(lambda b: np.full((b.size, 3), np.nan), np.arange(3), 2, n_threads=2)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("k", [1, 10])
+def test_wide_catalogs_are_pruned_exactly(seed: int, k: int) -> None:
+    # Wide enough for the group pruning (>= 8 groups of 32 items per selected item), with a
+    # ragged tail, many ties across groups, -inf cells and exclusions.
+    rng = np.random.default_rng(seed)
+    n_items = 32 * 8 * k + 13
+    scores = rng.integers(0, 6, size=(37, n_items)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.05] = -np.inf
+    scores[3] = -np.inf  # nothing eligible
+    scores[4, :] = -np.inf
+    scores[4, [5, n_items - 1]] = 1.0  # fewer eligible items than k, one in the tail
+    scores[5] = rng.normal(size=n_items)  # no ties at all
+    exclude = sp.random(37, n_items, density=0.1, format="csr", random_state=seed)
+    allowed = rng.random(n_items) < 0.9
+    for kwargs in ({}, {"exclude": exclude}, {"allowed": allowed}):
+        got = top_k(scores, k, **kwargs)
+        want = naive_top_k(scores, k, **kwargs)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1].astype(np.float32))
+
+
+def test_wide_catalog_nan_is_refused_unless_forbidden() -> None:
+    scores = np.random.default_rng(0).normal(size=(3, 2000))
+    scores[2, 1500] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        top_k(scores, 5)
+    with pytest.raises(ValueError, match="NaN"):
+        top_k(scores[:, :1999], 5)  # the NaN outside the tail as well
+    excluded = sp.csr_matrix(([1.0], ([2], [1500])), shape=scores.shape)
+    items, _ = top_k(scores, 5, exclude=excluded)
+    assert (items[2] != 1500).all()
+
+
+def test_blocked_sizes_blocks_by_the_catalog_width() -> None:
+    rng = np.random.default_rng(5)
+    users = rng.normal(size=(300, 8)).astype(np.float32)
+    items = rng.normal(size=(70_000, 8)).astype(np.float32)
+    calls: list[int] = []
+
+    def score_fn(block: NDArray[np.int64]) -> NDArray[np.float32]:
+        calls.append(block.size)
+        return users[block] @ items.T
+
+    got = blocked_top_k(score_fn, np.arange(300), 10, n_threads=2)
+    want = top_k(users @ items.T, 10)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert calls[0] == 16  # a probe learns the width, then ~4M cells per block
+    assert max(calls) == (1 << 22) // 70_000
+    assert sum(calls) == 300
+
+
+@pytest.mark.parametrize("n_items", [30, 32 * 8 * 10 + 7])
+def test_tie_rank_equals_ranking_permuted_columns(n_items: int) -> None:
+    # Breaking ties by tie_rank must give what permuting the columns into tie order, taking
+    # the lower index and mapping back gives (the old way), on small and pruned catalogs.
+    rng = np.random.default_rng(11)
+    scores = rng.integers(0, 3, size=(25, n_items)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.05] = -np.inf
+    tie_rank = rng.permutation(n_items)
+    order = np.argsort(tie_rank)
+    exclude = sp.random(25, n_items, density=0.1, format="csr", random_state=3)
+    allowed = rng.random(n_items) < 0.9
+    permuted_excl = sp.csr_matrix(exclude[:, order])
+    want_idx, want_vals = top_k(scores[:, order], 10, exclude=permuted_excl, allowed=allowed[order])
+    want_idx = np.where(want_idx >= 0, order[np.maximum(want_idx, 0)], -1)
+    got_idx, got_vals = top_k(scores, 10, exclude=exclude, allowed=allowed, tie_rank=tie_rank)
+    np.testing.assert_array_equal(got_idx, want_idx)
+    np.testing.assert_array_equal(got_vals, want_vals)
+    blocked = blocked_top_k(
+        lambda b: scores[b] * 1.0,
+        np.arange(25),
+        10,
+        exclude=exclude,
+        allowed=allowed,
+        tie_rank=tie_rank,
+        block_size=7,
+        n_threads=2,
+    )
+    np.testing.assert_array_equal(blocked[0], want_idx)
+    with pytest.raises(ValueError, match="permutation"):
+        top_k(scores, 3, tie_rank=np.zeros(n_items, dtype=np.int64))

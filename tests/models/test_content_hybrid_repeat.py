@@ -92,8 +92,10 @@ def test_content_recommends_items_sharing_text_and_category(tea_shop: Interactio
     assert set(top(recs, 0)[:2]) == {"t-new", "t3"}
     assert top(recs, 1)[0] == "h-new"  # "steel hammer", tools
     assert set(top(recs, 1)[:2]) == {"h-new", "h3"}
-    assert recs.reasons[0, 0] == "because you bought t1 and viewed t2"
-    assert recs.reasons[1, 0].startswith("because you bought h1")
+    assert recs.reasons[0, 0] == (  # titles, not IDs
+        "because you bought organic green tea loose leaf and viewed black tea breakfast blend"
+    )
+    assert recs.reasons[1, 0].startswith("because you bought steel claw hammer")
     # Never-touched items score by the profile like all others (cosines in [0, 1]).
     assert 0 < recs.scores[0, 0] <= 1
 
@@ -108,7 +110,7 @@ def test_new_item_without_events_is_recommended_by_content(tea_shop: Interaction
     assert top(recs) == ["t-new"]
     sims = model.similar_items(["t1"], k=2)
     assert top(sims)[0] == "t-new"
-    assert sims.reasons[0, 0] == "similar to t1"
+    assert sims.reasons[0, 0] == "similar to organic green tea loose leaf"
 
 
 def test_item_vectors_blocks() -> None:
@@ -201,7 +203,7 @@ def test_hybrid_weights_favour_content_when_cf_is_useless() -> None:
     # The new item of the same pair reaches its customer, explained by content.
     recs = model.recommend(["u00"], k=1)
     assert top(recs) == ["p00-new"]
-    assert recs.reasons[0, 0].startswith("because you bought p00")
+    assert recs.reasons[0, 0].startswith("because you bought red zq00x")  # p00's title
 
 
 def test_hybrid_weights_favour_cf_when_content_is_useless() -> None:
@@ -321,7 +323,7 @@ def test_repeat_ranks_a_regular_due_item_above_an_old_one_off() -> None:
 
 def test_repeat_suggests_other_items_of_a_restocked_category() -> None:
     model = RepeatRecommender(horizon_days=14).fit(rebuy_shop())
-    recs = model.recommend(["me"], k=2)  # seen items excluded: coffee and sofa remain
+    recs = model.recommend(["me"], k=2, exclude_seen=True)  # coffee and sofa remain
     assert top(recs) == ["coffee", "sofa"]
     assert recs.scores[0, 0] > 0 and recs.scores[0, 1] == 0
     assert recs.reasons[0, 0] == "because you restock dairy about every 7 days (last: milk)"

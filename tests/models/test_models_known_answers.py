@@ -175,6 +175,7 @@ def test_popularity_by_segment() -> None:
 
 # -- EASE ---------------------------------------------------------------------------------------
 def ease_reference(x: np.ndarray, lam: float) -> np.ndarray:
+    x = x / x[x > 0].mean()  # EASE's penalty is scale-free: weights divided by their mean
     g = x.T @ x + lam * np.eye(x.shape[1])
     p = np.linalg.inv(g)
     b = -p / np.diag(p)[None, :]

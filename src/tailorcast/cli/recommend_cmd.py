@@ -50,6 +50,16 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
+def _split(text: str | None) -> tuple[str, ...] | None:
+    """ "a, b,c" -> ("a", "b", "c"); None stays None."""
+    if text is None:
+        return None
+    parts = tuple(p.strip() for p in text.split(","))
+    if not all(parts):
+        raise ConfigError(f"{text!r}: give comma-separated values without empty ones")
+    return parts
+
+
 def _check_k(k: int) -> None:
     if k < 1:
         raise ConfigError(f"-k must be at least 1, got {k}")
@@ -70,12 +80,57 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--explain/--no-explain", help="A reason on every item.")
         ] = True,
         exclude_seen: Annotated[
-            bool,
+            bool | None,
             typer.Option(
                 "--exclude-seen/--include-seen",
-                help="Leave out items the customer already viewed, saved, carted or bought.",
+                help="Leave out (or keep) items the customer already interacted with. "
+                "Default: decided from the data (shops where customers rebuy keep them).",
             ),
-        ] = True,
+        ] = None,
+        seen_events: Annotated[
+            str | None,
+            typer.Option(
+                "--seen-events",
+                help="Only these event types make an item seen, e.g. purchase or cart,purchase.",
+            ),
+        ] = None,
+        category: Annotated[
+            list[str] | None,
+            typer.Option("--category", help="Only items of this category (repeatable)."),
+        ] = None,
+        exclude_category: Annotated[
+            list[str] | None,
+            typer.Option("--exclude-category", help="Never items of this category (repeatable)."),
+        ] = None,
+        min_price: Annotated[
+            float | None, typer.Option("--min-price", help="Lowest price.")
+        ] = None,
+        max_price: Annotated[
+            float | None, typer.Option("--max-price", help="Highest price.")
+        ] = None,
+        include_unavailable: Annotated[
+            bool,
+            typer.Option("--include-unavailable", help="Also items marked not available."),
+        ] = False,
+        boost: Annotated[
+            list[str] | None,
+            typer.Option("--boost", help="ITEM=FACTOR: multiply the item's score (repeatable)."),
+        ] = None,
+        pin: Annotated[
+            list[str] | None,
+            typer.Option("--pin", help="A promoted item placed first (repeatable, in order)."),
+        ] = None,
+        max_per_category: Annotated[
+            int | None,
+            typer.Option("--max-per-category", help="At most N items of one category per list."),
+        ] = None,
+        session_items: Annotated[
+            str | None,
+            typer.Option(
+                "--session-items",
+                help="Items viewed in the current visit, a,b,c: new customers get similar ones.",
+            ),
+        ] = None,
         out: OutOpt = None,
         model_version: VersionOpt = None,
         store: StoreOpt = None,
@@ -89,12 +144,25 @@ def register(app: typer.Typer) -> None:
         """
         from tailorcast.artifacts import load_artifact
         from tailorcast.recommend import recommend_for, write_table
+        from tailorcast.rules import build_rules, parse_boost
         from tailorcast.store import open_store
 
         with user_errors():
             if bool(user) == all_customers:
                 raise ConfigError("give --user ID (one or more) or --all, not both or neither")
             _check_k(k)
+            rules = build_rules(
+                exclude_seen=exclude_seen,
+                seen_event_types=_split(seen_events),
+                include_categories=tuple(category) if category else None,
+                exclude_categories=tuple(exclude_category or ()),
+                min_price=min_price,
+                max_price=max_price,
+                available_only=not include_unavailable,
+                boost=parse_boost(boost or []),
+                pin=tuple(pin or ()),
+                max_per_category=max_per_category,
+            )
             opened, keys = open_store(store, insecure_dev=insecure_dev, read_only=True)
             with opened:
                 artifact = load_artifact(opened.folder, model_version)
@@ -103,9 +171,10 @@ def register(app: typer.Typer) -> None:
                     artifact.model,
                     None if all_customers else user,
                     k,
-                    exclude_seen=exclude_seen,
+                    rules=rules,
                     keys=keys,
                     explain=explain,
+                    session_items=_split(session_items),
                 )
             if out is not None:
                 write_table(frame, out)

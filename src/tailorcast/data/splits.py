@@ -24,7 +24,8 @@ Example::
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple
 
 import numpy as np
@@ -50,6 +51,7 @@ Protocol = Literal["random", "temporal", "last", "last_session"]
 PROTOCOLS: Final[tuple[str, ...]] = ("random", "temporal", "last", "last_session")
 
 _DAY_NS: Final = 86_400 * 10**9
+_EPOCH: Final = datetime(1970, 1, 1)
 Mask = npt.NDArray[np.bool_]
 Ints = npt.NDArray[np.int64]
 
@@ -94,6 +96,10 @@ def split_temporal(
     ``cutoff`` (naive = UTC) defaults to the time that leaves about ``test_fraction`` of the
     events after it (fewer when many events share that exact time). Customers whose events all
     come after the cutoff have no train events: they test the cold-start path.
+
+    The train view's ``config.as_of`` is the cutoff, so models that measure time from it
+    ("days since the last purchase", trending) see the world as it was at the cut. Event
+    weights are not recomputed: a time decay's reference only scales them all alike.
     """
     ts = _timestamps(inter)
     if cutoff is None:
@@ -104,7 +110,11 @@ def split_temporal(
         cut = int(np.partition(ts, k)[k])
     else:
         cut = _ns(cutoff)
-    return _finish(inter, ts > cut, _unique(_pair_keys(inter), sort=False)[1])
+    train, test = _finish(inter, ts > cut, _unique(_pair_keys(inter), sort=False)[1])
+    as_of = _EPOCH + timedelta(microseconds=cut // 1000)
+    if inter.config.as_of is None or as_of < inter.config.as_of:
+        train = replace(train, config=train.config.model_copy(update={"as_of": as_of}))
+    return Split(train, test)
 
 
 def split_last(inter: Interactions, test_fraction: float = 0.2, min_user_events: int = 2) -> Split:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,7 +45,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tailorcast.data.interactions import Interactions
 from tailorcast.errors import ConfigError, DataError, NotFittedError, NotFoundError
-from tailorcast.evaluation.ranking import blocked_top_k, top_k
+from tailorcast.evaluation.ranking import blocked_top_k
+from tailorcast.models.coldstart import PREFIX as COLD_PREFIX
+from tailorcast.models.coldstart import ColdStart, cold_state
+from tailorcast.models.pipeline import SessionItems, recommend_lists, session_rows
+from tailorcast.rules import CompiledRules
 from tailorcast.schema import EVENT_TYPES
 
 __all__ = [
@@ -157,6 +162,11 @@ class Recommender(ABC, Generic[C]):
     config_class: ClassVar[type[RecommenderConfig]]
     #: Reason prefix of ``similar_items`` rows, followed by the query item.
     similar_reason: ClassVar[str] = "often chosen together with "
+    #: Score items without training events from their content neighbours (collaborative
+    #: models, whose scores know nothing of such items).
+    places_new_items: ClassVar[bool] = True
+    #: Item similarities say something about a visit (cold customers' session items).
+    session_aware: ClassVar[bool] = True
 
     # Learned state common to all models (set by fit / load only).
     config_: C
@@ -167,6 +177,12 @@ class Recommender(ABC, Generic[C]):
     history_stage_: npt.NDArray[np.int8]
     item_popularity_: Floats
     item_categories_: Ids
+    cold_start_: ColdStart
+    repeat_share_: float
+    """Share of purchase occasions that rebuy an item (training data)."""
+    allows_repurchase_: bool
+    """Whether the shop as a whole rebuys (repeat share >= 0.2). The data-driven default
+    (``exclude_seen=None``) decides per category: seen items of rebought categories stay."""
 
     # -- parameters ---------------------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -218,6 +234,7 @@ class Recommender(ABC, Generic[C]):
             (common["history_weight"], common["history_indices"], common["history_indptr"]),
             shape=(interactions.n_users, interactions.n_items),
         )
+        common.update(cold_state(interactions, matrix, place_new_items=self.places_new_items))
         state = self._learn(interactions, matrix, config)
         clash = sorted(set(state) & set(common))
         if clash:  # pragma: no cover - a bug in a subclass
@@ -270,7 +287,6 @@ class Recommender(ABC, Generic[C]):
         # Derived lookups, rebuilt identically after load.
         self._user_lookup = pd.Index(user_ids, dtype=object)
         self._item_lookup = pd.Index(item_ids, dtype=object)
-        self._item_labels = np.asarray(state["item_ids"]).astype(str)
         self._history_len = np.diff(weights.indptr)
         # Column permutation that makes blocked_top_k's lower-index tie-break a
         # popularity tie-break: position p holds item _tie_order[p].
@@ -279,6 +295,19 @@ class Recommender(ABC, Generic[C]):
         self._tie_rank[self._tie_order] = np.arange(n_items)
         self._seen_ranked = _permute_columns(weights, self._tie_rank)
         self._seen_ranked.sort_indices()
+        cold = ColdStart.from_state(state, item_ids, stage, n_users)
+        self.cold_start_ = cold
+        self._cold_arrays = {
+            k: np.asarray(v) for k, v in state.items() if k.startswith(COLD_PREFIX)
+        }
+        self._item_labels = cold.titles
+        self.repeat_share_ = cold.repeat_share
+        self.allows_repurchase_ = cold.allows_repurchase
+        self._new_items = cold.new_items
+        self._placement_t = sp.csr_matrix(cold.placement[self._new_items].T)
+        self._seen_cache: dict[tuple[int, bool], tuple[sp.csr_matrix, sp.csr_matrix]] = {}
+        # Compiled catalogue views of tailorcast.rules, per catalogue (held weakly).
+        self._rules_views: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._load_state(state)
 
     @property
@@ -330,57 +359,83 @@ class Recommender(ABC, Generic[C]):
         user_ids: Sequence[str] | npt.ArrayLike,
         k: int = 10,
         *,
-        exclude_seen: bool = True,
+        exclude_seen: bool | None = None,
         items: Sequence[str] | npt.ArrayLike | None = None,
         exclude_items: Sequence[str] | npt.ArrayLike | None = None,
+        filters: CompiledRules | None = None,
+        user_attributes: pd.DataFrame | None = None,
+        session_items: SessionItems | None = None,
+        explain: bool = True,
     ) -> Recommendations:
         """The ``k`` best items for each customer, with a score and a reason per item.
 
         Args:
-            user_ids: customer IDs; unknown ones (or ones without training history) get the
-                most popular items with the reason ``"popular right now"``.
+            user_ids: customer IDs; ones without training history (unknown, or new) take
+                the cold-start path: their session, else their attributes, else the most
+                popular items ("popular right now"); never an error.
             k: list length; rows with fewer eligible items are padded (``None`` / NaN).
-            exclude_seen: leave out items the customer interacted with in training.
+            exclude_seen: leave out items the customer interacted with in training; None:
+                ``filters.exclude_seen``, else the data-driven default (seen items of
+                categories customers rebuy stay, the others are left out; see
+                ``cold_start_.rebuyable``). Evaluation passes True.
             items: only recommend from these item IDs (IDs not in the model are ignored).
             exclude_items: never recommend these item IDs.
+            filters: business rules compiled for this model (:meth:`tailorcast.rules.Rules.
+                compile`).
+            user_attributes: users-table rows (index ``user_id``) of customers the model
+                has no history of: popularity among customers with the same attributes.
+            session_items: items viewed in the current visit, one list for every customer of
+                the call or a mapping per customer; used for customers without history.
+            explain: fill the reasons (otherwise None).
         """
         self._check_fitted()
         k = _check_k(k)
         uids = _id_array(user_ids, "user_ids")
-        uidx = np.asarray(self._user_lookup.get_indexer(pd.Index(uids, dtype=object)))
-        uidx = uidx.astype(np.int64)
-        warm = uidx >= 0
-        warm[warm] = self._history_len[uidx[warm]] > 0
+        rules = filters or CompiledRules()
+        if rules.category_codes is not None and len(rules.category_codes) != len(self.item_ids_):
+            raise ConfigError("filters were compiled for another model: compile them again")
         allowed = self._candidate_mask(items, exclude_items)
-        n = len(uids)
-        idx = np.full((n, k), -1, dtype=np.int64)
-        scores = np.full((n, k), -np.inf, dtype=np.float32)
-        reasons = np.full((n, k), None, dtype=object)
-        if warm.any():
-            users = uidx[warm]
-            w_idx, w_scores = self._rank(
-                self._score,
-                users,
-                k,
-                exclude=self._seen_ranked if exclude_seen else None,
-                allowed=allowed,
+        if rules.allowed is not None:
+            allowed = rules.allowed if allowed is None else allowed & rules.allowed
+        if exclude_seen is None:
+            exclude_seen = rules.exclude_seen
+        return recommend_lists(
+            self,
+            uids,
+            k,
+            rules=rules,
+            allowed=allowed,
+            exclude_seen=exclude_seen,
+            user_attributes=user_attributes,
+            session_items=session_items,
+            explain=explain,
+            package=lambda rows, idx, scores, reasons: self._package(
+                rows, idx, scores, reasons, "user_id"
+            ),
+        )
+
+    def _seen_matrices(
+        self, types: int, data_driven: bool = False
+    ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Items each customer interacted with through one of the event types in the
+        bitmask ``types`` (with ``data_driven``, only items of categories not rebought):
+        (item order, popularity-ranked column order), cached."""
+        key = (types, data_driven)
+        cached = self._seen_cache.get(key)
+        if cached is None:
+            hit = (self.cold_start_.history_types & np.uint8(types)) != 0
+            base = self.user_items_
+            if data_driven:
+                hit &= ~self.cold_start_.rebuyable[base.indices]
+            seen = sp.csr_matrix(
+                (hit.astype(np.float32), base.indices.copy(), base.indptr.copy()), shape=base.shape
             )
-            idx[warm], scores[warm] = w_idx, w_scores
-            reasons[warm] = self._reasons(users, w_idx)
-        if not warm.all():
-            order = self._tie_order
-            c_idx, c_scores = top_k(
-                self._cold_scores()[order][None, :].astype(np.float32),
-                k,
-                allowed=None if allowed is None else allowed[order],
-            )
-            c_idx = np.where(c_idx >= 0, order[np.maximum(c_idx, 0)], -1)
-            cold = ~warm
-            idx[cold], scores[cold] = c_idx[0], c_scores[0]
-            cold_reasons = np.full(k, COLD_START_REASON, dtype=object)
-            cold_reasons[c_idx[0] < 0] = None
-            reasons[cold] = cold_reasons
-        return self._package(uids, idx, scores, reasons, "user_id")
+            seen.eliminate_zeros()
+            ranked = _permute_columns(seen, self._tie_rank)
+            ranked.sort_indices()
+            cached = (seen, ranked)
+            self._seen_cache[key] = cached
+        return cached
 
     def similar_items(
         self, item_ids: Sequence[str] | npt.ArrayLike, k: int = 10
@@ -405,7 +460,9 @@ class Recommender(ABC, Generic[C]):
             (np.ones(n_items, np.float32), (np.arange(n_items), self._tie_rank)),
             shape=(n_items, n_items),
         )
-        idx, scores = self._rank(self._item_scores, qidx, k, exclude=itself, allowed=None)
+        idx, scores = self._rank(
+            lambda block: session_rows(self, block), qidx, k, exclude=itself, allowed=None
+        )
         reasons = self._similar_reasons(qidx, idx)
         return self._package(qids, idx, scores, reasons, "source_item_id")
 
@@ -622,6 +679,7 @@ class Recommender(ABC, Generic[C]):
             "history_stage": self.history_stage_,
             "item_popularity": self.item_popularity_,
             "item_categories": _unicode(self.item_categories_),
+            **self._cold_arrays,
         }
 
 
@@ -637,18 +695,25 @@ def _common_state(inter: Interactions) -> dict[str, npt.NDArray[Any]]:
     stage_of = pd.Index(EVENT_TYPES).get_indexer(pd.Index(events["event_type"].astype(str)))
     keys = events["user_idx"].to_numpy(np.int64) * n_items + events["item_idx"].to_numpy(np.int64)
     stage = np.zeros(matrix.nnz, dtype=np.int8)
+    types = np.zeros(matrix.nnz, dtype=np.uint8)
     if len(keys):
         order = np.lexsort((stage_of, keys))
         keys, stage_of = keys[order], stage_of[order]
         last = np.ones(len(keys), dtype=bool)
         last[:-1] = keys[1:] != keys[:-1]
         cell_keys, cell_stage = keys[last], stage_of[last]  # the max type per cell
+        # Every type seen in the cell, as a bitmask (the same sort, so no second pass).
+        bits = np.left_shift(1, np.maximum(stage_of, 0)).astype(np.uint8)
+        bits[stage_of < 0] = 0
+        starts = np.flatnonzero(np.r_[True, last[:-1]])
+        cell_types = np.bitwise_or.reduceat(bits, starts)
         rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(matrix.indptr))
         matrix_keys = rows * n_items + matrix.indices
         pos = np.searchsorted(matrix_keys, cell_keys)
         hit = pos < len(matrix_keys)
         hit[hit] = matrix_keys[pos[hit]] == cell_keys[hit]
         stage[pos[hit]] = np.maximum(cell_stage[hit], 0)
+        types[pos[hit]] = cell_types[hit]
     popularity = np.bincount(matrix.indices, minlength=n_items).astype(np.float32)
     if "category" in inter.items.columns:
         column = inter.items["category"]
@@ -664,6 +729,7 @@ def _common_state(inter: Interactions) -> dict[str, npt.NDArray[Any]]:
         "history_stage": stage,
         "item_popularity": popularity,
         "item_categories": _unicode(np.asarray(categories, dtype=object)),
+        COLD_PREFIX + "history_types": types,
     }
 
 

@@ -80,6 +80,7 @@ class ContentRecommender(Recommender[ContentConfig]):
     name: ClassVar[str] = "content"
     config_class: ClassVar[type[RecommenderConfig]] = ContentConfig
     similar_reason: ClassVar[str] = "similar to "
+    places_new_items: ClassVar[bool] = False  # scores new items by their attributes itself
 
     item_vectors_: sp.csr_matrix
     """``(n_items, n_features)`` float32 CSR, rows of unit length (or zero: nothing known)."""

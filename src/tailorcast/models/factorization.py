@@ -29,7 +29,8 @@ from threadpoolctl import threadpool_limits
 
 from tailorcast.data.interactions import Interactions
 from tailorcast.errors import ConfigError
-from tailorcast.models.base import C, Floats, Ints, Recommender, RecommenderConfig
+from tailorcast.evaluation.ranking import blocked_top_k
+from tailorcast.models.base import C, Floats, Ints, Recommender, RecommenderConfig, ScoreFn
 
 __all__ = ["ALSConfig", "ALSRecommender", "BPRConfig", "BPRRecommender"]
 
@@ -91,6 +92,41 @@ class _FactorRecommender(Recommender[C]):
 
     def _item_scores(self, item_idx: Ints) -> npt.NDArray[np.float32]:
         return self._unit_items[item_idx] @ self._unit_items.T
+
+    def _rank(
+        self,
+        score_fn: ScoreFn,
+        rows: Ints,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None,
+        allowed: npt.NDArray[np.bool_] | None,
+    ) -> tuple[Ints, Floats]:
+        """The base ranking without permuting every score block into popularity order.
+
+        The base class gathers each block's columns into popularity order (``np.take``) so
+        that the lower-index tie-break becomes a popularity tie-break; on a 100k-item catalog
+        that gather costs more than the factor product itself. ``blocked_top_k`` can break
+        ties by a rank instead, ordering only the few candidates that survive its pruning.
+        ``exclude`` comes in popularity column order for all customers; only the asked rows
+        go back to item order (one pass over their nonzeros), so a call for a few customers
+        does not copy the whole matrix. Same results as the base.
+        """
+        excl = None
+        if exclude is not None:
+            asked = sp.csr_matrix(exclude[rows])
+            excl = sp.csr_matrix(
+                (asked.data, self._tie_order[asked.indices], asked.indptr), shape=asked.shape
+            )
+        idx, scores = blocked_top_k(
+            lambda block: score_fn(rows[block]),
+            np.arange(len(rows), dtype=np.int64),
+            k,
+            exclude=excl,
+            allowed=allowed,
+            tie_rank=self._tie_rank,
+        )
+        return idx.astype(np.int64, copy=False), scores.astype(np.float32, copy=False)
 
     def _contributions(self, weights: Floats, history: Ints, items: Ints) -> npt.NDArray[Any]:
         unit = self._unit_items

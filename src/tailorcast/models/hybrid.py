@@ -88,6 +88,7 @@ class HybridRecommender(Recommender[HybridConfig]):
 
     name: ClassVar[str] = "hybrid"
     config_class: ClassVar[type[RecommenderConfig]] = HybridConfig
+    places_new_items: ClassVar[bool] = False  # its content component places new items
     similar_reason: ClassVar[str] = "similar to "
 
     components_: dict[str, Recommender[Any]]

@@ -5,7 +5,9 @@ Each item is a vector over customers (its column of the weighted matrix), option
 re-weighted with TF-IDF or BM25 (``implicit.nearest_neighbours`` helpers, which damp heavy
 customers). Similarity is the shrunk cosine of those vectors,
 ``s(i, j) = <w_i, w_j> / (|w_i| |w_j| + shrinkage)``, kept for the ``neighbors`` most similar
-items of every item (a sparse item x item matrix ``S``). A customer's scores are ``x_u @ S``.
+items of every item (a sparse item x item matrix ``S``). A customer's scores are ``x_u @ S``,
+with the history optionally weighted up where the customer reached it recently (``recency``,
+``recency_items``: the same weighting as :mod:`tailorcast.models.ease`).
 
 Example::
 
@@ -25,6 +27,7 @@ from pydantic import Field
 
 from tailorcast.data.interactions import Interactions
 from tailorcast.models.base import Floats, Ints, Recommender, RecommenderConfig
+from tailorcast.models.ease import recency_ranks, recency_weighted
 
 __all__ = ["ItemKNNConfig", "ItemKNNRecommender"]
 
@@ -46,6 +49,11 @@ class ItemKNNConfig(RecommenderConfig):
     """Added to the cosine's denominator: damps similarities resting on few customers."""
     bm25_k1: float = Field(default=1.2, gt=0, allow_inf_nan=False)
     bm25_b: float = Field(default=0.75, ge=0, le=1)
+    recency: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
+    """Share of a history item's weight that decays with how many of the customer's items
+    came after it (0: history weighs as in the matrix)."""
+    recency_items: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    """Decay scale in distinct items (see :class:`~tailorcast.models.ease.EASEConfig`)."""
 
 
 class ItemKNNRecommender(Recommender[ItemKNNConfig]):
@@ -65,12 +73,16 @@ class ItemKNNRecommender(Recommender[ItemKNNConfig]):
         shrinkage: float = 0.0,
         bm25_k1: float = 1.2,
         bm25_b: float = 0.75,
+        recency: float = 0.0,
+        recency_items: float = 10.0,
     ) -> None:
         self.similarity = similarity
         self.neighbors = neighbors
         self.shrinkage = shrinkage
         self.bm25_k1 = bm25_k1
         self.bm25_b = bm25_b
+        self.recency = recency
+        self.recency_items = recency_items
 
     def _learn(
         self, interactions: Interactions, matrix: sp.csr_matrix, config: ItemKNNConfig
@@ -80,6 +92,7 @@ class ItemKNNRecommender(Recommender[ItemKNNConfig]):
             "similarity_indptr": sim.indptr.astype(np.int64),
             "similarity_indices": sim.indices.astype(np.int32),
             "similarity_data": sim.data.astype(np.float32),
+            "recency_rank": recency_ranks(interactions, matrix),
         }
 
     def _load_state(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
@@ -95,6 +108,10 @@ class ItemKNNRecommender(Recommender[ItemKNNConfig]):
         rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(self.similarity_.indptr))
         # Sorted (row, column) keys for vectorised S[j, i] look-ups when explaining.
         self._keys = rows * n + self.similarity_.indices
+        self.recency_rank_ = np.asarray(state["recency_rank"], dtype=np.int32)
+        self._scoring_items = recency_weighted(
+            self.user_items_, self.recency_rank_, self.config_.recency, self.config_.recency_items
+        )
 
     def _dump_state(self) -> dict[str, npt.NDArray[Any]]:
         s = self.similarity_
@@ -102,10 +119,11 @@ class ItemKNNRecommender(Recommender[ItemKNNConfig]):
             "similarity_indptr": s.indptr.astype(np.int64),
             "similarity_indices": s.indices.astype(np.int32),
             "similarity_data": s.data.astype(np.float32),
+            "recency_rank": self.recency_rank_,
         }
 
     def _score(self, user_idx: Ints) -> npt.NDArray[np.float32]:
-        scores = (self.user_items_[user_idx] @ self.similarity_).toarray()
+        scores = (self._scoring_items[user_idx] @ self.similarity_).toarray()
         return np.asarray(scores, dtype=np.float32)
 
     def _item_scores(self, item_idx: Ints) -> npt.NDArray[np.float32]:

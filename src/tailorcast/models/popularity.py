@@ -51,6 +51,8 @@ class PopularityRecommender(Recommender[PopularityConfig]):
     name: ClassVar[str] = "popularity"
     config_class: ClassVar[type[RecommenderConfig]] = PopularityConfig
     similar_reason: ClassVar[str] = GLOBAL_REASON
+    places_new_items: ClassVar[bool] = False  # an item without events is not popular yet
+    session_aware: ClassVar[bool] = False  # item "similarity" is popularity: ignores visits
 
     popularity_: Floats
     segment_names_: Ids

@@ -142,6 +142,7 @@ class RepeatRecommender(Recommender[RepeatConfig]):
     name: ClassVar[str] = "repeat"
     config_class: ClassVar[type[RecommenderConfig]] = RepeatConfig
     similar_reason: ClassVar[str] = "bought in the same category as "
+    places_new_items: ClassVar[bool] = False  # rebuy scores: a never-bought item has none
 
     repeat_share_: float
     allows_repurchase_: bool
@@ -291,12 +292,12 @@ class RepeatRecommender(Recommender[RepeatConfig]):
         user_ids: Sequence[str] | npt.ArrayLike,
         k: int = 10,
         *,
-        exclude_seen: bool | Literal["auto"] = True,
-        items: Sequence[str] | npt.ArrayLike | None = None,
-        exclude_items: Sequence[str] | npt.ArrayLike | None = None,
+        exclude_seen: bool | Literal["auto"] | None = None,
+        **options: Any,
     ) -> Recommendations:
-        """As :meth:`Recommender.recommend`; ``exclude_seen="auto"`` keeps seen items when
-        the shop's repeat share reaches ``repurchase_threshold`` (``allows_repurchase_``)."""
+        """As :meth:`Recommender.recommend`; ``exclude_seen="auto"`` (the same as None) keeps
+        seen items when the shop's repeat share reaches ``repurchase_threshold``
+        (``allows_repurchase_``)."""
         if isinstance(exclude_seen, str):
             if exclude_seen != "auto":
                 raise ConfigError(
@@ -304,9 +305,7 @@ class RepeatRecommender(Recommender[RepeatConfig]):
                 )
             self._check_fitted()
             exclude_seen = not self.allows_repurchase_
-        return super().recommend(
-            user_ids, k, exclude_seen=exclude_seen, items=items, exclude_items=exclude_items
-        )
+        return super().recommend(user_ids, k, exclude_seen=exclude_seen, **options)
 
     def next_purchases(self, user_ids: Sequence[str] | npt.ArrayLike | None = None) -> pd.DataFrame:
         """One row per (customer, item) bought, most likely first within each customer:
