@@ -28,6 +28,7 @@ TABLES = {
     "imputations",
     "user_flags",
     "audit_log",
+    "erasures",
 }
 
 

@@ -8,6 +8,7 @@
     │   ├── ConfigError             bad settings, flags, mapping or TOML
     │   ├── KeyMaterialError        missing or wrong keys for a store
     │   └── NotFoundError           an unknown customer, item, model or campaign
+    ├── NoModelError                a service asked for recommendations before any training
     └── NotFittedError              a model used before ``fit`` (a bug in the caller's code)
 
 Anything else that escapes is a bug and keeps its traceback.
@@ -19,6 +20,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "KeyMaterialError",
+    "NoModelError",
     "NotFittedError",
     "NotFoundError",
     "TailorcastError",
@@ -71,6 +73,10 @@ class KeyMaterialError(UserError):
 
 class NotFoundError(UserError):
     """An unknown customer, item, model version or campaign was asked for."""
+
+
+class NoModelError(TailorcastError):
+    """No trained model yet: the server answers 503 and says to run ``tailorcast train``."""
 
 
 class NotFittedError(TailorcastError, ValueError):

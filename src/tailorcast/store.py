@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS imputations (
 CREATE TABLE IF NOT EXISTS user_flags (
     user_id VARCHAR, is_bot BOOLEAN, events BIGINT, events_per_hour DOUBLE, reason VARCHAR);
 CREATE TABLE IF NOT EXISTS audit_log ("at" TIMESTAMP, actor VARCHAR, action VARCHAR, details JSON);
+CREATE TABLE IF NOT EXISTS erasures (user_id VARCHAR, erased_at TIMESTAMP, source VARCHAR);
 """
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -217,6 +218,57 @@ class Store:
     def next_batch_id(self) -> int:
         return int(scalar(self.con, "SELECT coalesce(max(batch_id), 0) + 1 FROM batches"))
 
+    # -- erasure ----------------------------------------------------------------------------
+    def forget(self, user_ids: Sequence[str], keys: Keys | None, *, source: str = "cli") -> int:
+        """Erase customers (shop IDs): their events, customer row, identity, flags and
+        rejected rows, all in one transaction. Returns how many events were deleted.
+
+        The pseudonym stays in ``erasures``, a suppression list: models trained before the
+        erasure still hold the customer, and servers must stop using them until retrained
+        (a keyed pseudonym alone does not identify anyone). A ``batches`` row labelled
+        ``source`` records the erasure (never the IDs), so a replayed erasure is recognised.
+        """
+        ids = [str(u).strip() for u in user_ids]
+        if self.pseudonymized:
+            if keys is None:
+                raise KeyMaterialError("erasing customers of a pseudonymized store needs its keys")
+            ids = keys.pseudonymizer().many(ids)
+        if not ids:
+            return 0
+        now = _now()
+        with self.transaction() as con:
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _forget AS SELECT unnest($ids) AS u", {"ids": ids}
+            )
+            n = int(
+                scalar(con, "SELECT count(*) FROM events WHERE user_id IN (SELECT u FROM _forget)")
+            )
+            for table in ("events", "users", "user_flags"):
+                con.execute(f"DELETE FROM {table} WHERE user_id IN (SELECT u FROM _forget)")
+            con.execute("DELETE FROM identities WHERE pseudonym IN (SELECT u FROM _forget)")
+            if self.pseudonymized:  # pseudonyms are unique 34-character tokens
+                con.execute(
+                    "DELETE FROM rejects WHERE EXISTS (SELECT 1 FROM _forget "
+                    "WHERE contains(CAST(rejects.raw AS VARCHAR), u))"
+                )
+            else:
+                con.execute(
+                    "DELETE FROM rejects WHERE json_extract_string(raw, '$.user_id') "
+                    "IN (SELECT u FROM _forget)"
+                )
+            con.execute(
+                "INSERT INTO erasures SELECT u, $now, $src FROM _forget",
+                {"now": now, "src": source},
+            )
+            batch = self.next_batch_id()
+            con.execute(
+                "INSERT INTO batches VALUES (?, 'forget', ?, ?, ?, ?, 0, 0, 0, ?)",
+                [batch, source, now, now, len(ids), json.dumps({"events_deleted": n})],
+            )
+            self.audit("forget", {"customers": len(ids), "events_deleted": n, "source": source})
+            con.execute("DROP TABLE _forget")
+        return n
+
     # -- reading --------------------------------------------------------------------------
     def count(self, table: str) -> int:
         return int(scalar(self.con, f"SELECT count(*) FROM {quote_ident(table)}"))
@@ -293,6 +345,11 @@ def open_store(
                     )
             else:
                 store.bind_keys(keys)
+        if not read_only and (path / "spool").is_dir():
+            # Writes a running server accepted come first, so this command sees them.
+            from tailorcast.serving.spool import merge_if_pending  # lazy: it imports ingest
+
+            merge_if_pending(store, keys)
     except BaseException:
         store.close()
         raise

@@ -1,0 +1,1 @@
+"""Serving: the HTTP API (app, routers, auth) over the ServingEngine (data and models)."""
