@@ -14,6 +14,7 @@ from tailorcast.cli.common import InsecureOpt, JsonOpt, StoreOpt, console, print
 
 if TYPE_CHECKING:
     from tailorcast.datasets import DemoShop
+    from tailorcast.demo import MarketingDemo
     from tailorcast.training import TrainResult
 
 __all__ = ["register"]
@@ -33,12 +34,14 @@ def register(app: typer.Typer) -> None:
         ] = 20.0,
         as_json: JsonOpt = False,
     ) -> None:
-        """Generate a demo shop, ingest and clean it, and report on its health."""
+        """Generate a demo shop, ingest and clean it, report on its health, train a
+        recommender, then segment, value and target customers with a campaign whose lift is
+        measured on simulated weeks after the send date."""
         from tailorcast.cli.ingest_cmd import render_summaries, run_ingest, totals
         from tailorcast.cli.report_cmd import render_report
         from tailorcast.config import Settings
         from tailorcast.datasets import demo_shop
-        from tailorcast.demo import demo_config, prepare_demo_store
+        from tailorcast.demo import demo_config, prepare_demo_store, run_marketing_demo
         from tailorcast.report import data_health
         from tailorcast.store import Store
 
@@ -77,6 +80,13 @@ def register(app: typer.Typer) -> None:
             (t.ndcg_at_10 for t in trained.trials if t.model == "popularity" and t.ndcg_at_10),
             default=None,
         )
+        if not as_json:
+            console.rule("[bold]Marketing")
+            console.print(
+                "Segments, lifetime value, a value-weighted audience and a campaign with a "
+                "control group; then 4 simulated weeks after the send date..."
+            )
+        marketing = run_marketing_demo(folder, shop, seed=seed)
         seconds = round(time.perf_counter() - started, 2)
         if as_json:
             print_json(
@@ -88,6 +98,7 @@ def register(app: typer.Typer) -> None:
                     "customer": customer,
                     "history": history.to_dict(orient="records"),
                     "recommendations": recs.to_dict(orient="records"),
+                    "marketing": marketing.to_dict(),
                     "seconds": seconds,
                 }
             )
@@ -102,6 +113,8 @@ def register(app: typer.Typer) -> None:
         )
         console.print(_frame_table(f"Customer {customer}: latest events", history))
         console.print(_frame_table(f"Recommendations for {customer}", recs))
+        console.rule("[bold]Marketing")
+        _show_marketing(marketing)
         console.print(f"\nDone in {seconds:.1f} s. Store: {folder}")
 
 
@@ -141,3 +154,53 @@ def _frame_table(title: str, frame: pd.DataFrame) -> Table:
     for row in frame.itertuples(index=False):
         table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
     return table
+
+
+def _show_marketing(result: MarketingDemo) -> None:
+    """Segments, CLV, audience and campaign, and the measured lift beside the planted one."""
+    from tailorcast.cli.campaign_cmd import render_measurement
+
+    if result.segments:
+        counts = ", ".join(f"{k} {v:,}" for k, v in result.segments.items())
+        console.print(f"RFM segments: {counts}", highlight=False)
+    if result.clv:
+        c = result.clv
+        console.print(
+            f"Lifetime value (BG/NBD + Gamma-Gamma), next {c['horizon_days']} days: "
+            f"{c['expected_purchases']:,.0f} purchases worth {c['expected_spend']:,.0f} "
+            f"expected from {c['customers']:,} customers (mean P(alive) {c['mean_p_alive']:.2f})",
+            highlight=False,
+        )
+    if result.audience:
+        a = result.audience
+        kind = (
+            "value-weighted (affinity x CLV x propensity)" if a["value_weighted"] else "by affinity"
+        )
+        excluded = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in a["excluded"].items())
+        console.print(
+            f"Audience for {', '.join(f'{k} {v}' for k, v in a['target'].items())}: "
+            f"{a['size']:,} customers ranked {kind}; excluded: {excluded}",
+            highlight=False,
+        )
+    if result.campaign:
+        c = result.campaign
+        console.print(
+            f"Campaign {c['name']}: {c['treated']:,} treated, {c['control']:,} in a control "
+            f"group stratified by segment ({c['holdout']:.0%}, seed {c['seed']}), "
+            f"{c['items_per_customer']} offers each, sent {c['send_date'][:10]}",
+            highlight=False,
+        )
+    if result.simulation:
+        s = result.simulation
+        console.print(
+            f"Simulated {s['weeks']} weeks after the send date: {s['events']:,} events "
+            f"ingested, {s['responders']:,} treated customers responded to their offers "
+            f"(planted effect: conversion {s['true_conversion_lift']:+.1%}, bought an offered "
+            f"item {s['true_offer_conversion_lift']:+.1%}, revenue per member "
+            f"{s['true_revenue_lift']:+.2f})",
+            highlight=False,
+        )
+    if result.measurement is not None:
+        render_measurement(result.measurement)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)

@@ -25,12 +25,18 @@ app = typer.Typer(
 def _register() -> None:
     # Each command group lives in its own module and adds itself to ``app``.
     from tailorcast.cli import (
+        audience_cmd,
+        campaign_cmd,
         demo_cmd,
         evaluate_cmd,
+        experiment_cmd,
         ingest_cmd,
         keys_cmd,
+        propensity_cmd,
         recommend_cmd,
         report_cmd,
+        segment_cmd,
+        serve_cmd,
         train_cmd,
     )
 
@@ -42,8 +48,13 @@ def _register() -> None:
         train_cmd,
         recommend_cmd,
         keys_cmd,
+        serve_cmd,
+        segment_cmd,
+        propensity_cmd,
     ):
         module.register(app)
+    for marketing in (audience_cmd, campaign_cmd, experiment_cmd):
+        marketing.register(app)
 
 
 _register()

@@ -204,6 +204,16 @@ def browsing_events(
     )
 
 
+def churn_days(rng: np.random.Generator, signup_day: Ints, mean_days: float, days: int) -> Ints:
+    """The day each customer stops coming back: an exponential active life (mean
+    ``mean_days``) from signup, or from the first day for customers who joined before it.
+    ``days`` (never) where the life outlasts the data."""
+    joined = np.maximum(signup_day, 0)
+    life = rng.exponential(mean_days, len(signup_day))
+    out: Ints = np.minimum(joined + np.ceil(life), days).astype(np.int64)
+    return out
+
+
 def replenishment_events(
     rng: np.random.Generator,
     catalogue: Catalogue,
@@ -212,8 +222,12 @@ def replenishment_events(
     excluded: Bools,
     days: int,
     start: int,
+    until: Ints | None = None,
 ) -> tuple[Events, list[tuple[Ints, Ints, int, Floats]]]:
-    """Consumables re-bought on a per-customer cycle: short view -> cart -> purchase visits."""
+    """Consumables re-bought on a per-customer cycle: short view -> cart -> purchase visits.
+
+    With ``until`` (a day per customer, from :func:`churn_days`) a customer re-buys nothing
+    from that day on."""
     parts: list[Events] = []
     staples: list[tuple[Ints, Ints, int, Floats]] = []
     n_items = len(catalogue.price)
@@ -233,7 +247,8 @@ def replenishment_events(
         steps = np.arange(int(np.ceil(days / 3.0)) + 1)
         jitter = rng.normal(0, 0.1, (len(user), len(steps)))
         when = first[:, None] + (steps[None, :] + jitter) * cycle[:, None]
-        pair, step = np.nonzero((when >= joined[:, None]) & (when < days))
+        end = np.full(len(user), days) if until is None else np.minimum(until[user], days)
+        pair, step = np.nonzero((when >= joined[:, None]) & (when < end[:, None]))
         day = np.floor(when[pair, step]).astype(np.int64)
         t = visit_times(rng, start + day * DAY)
         u, i = user[pair], item[pair]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ from tailorcast.datasets._events import (
     Events,
     bot_events,
     browsing_events,
+    churn_days,
     export_with_dirt,
     replenishment_events,
     visit_times,
@@ -67,6 +68,8 @@ class DemoTruth:
         items: the items table before attributes were blanked out, plus ``popularity``
             (an item's share of its category's views).
         sale_days: ISO dates of the sale when visits and conversion peak.
+        churn_day: with ``mean_lifetime_days``, the ISO date from which each customer no
+            longer comes back (None for a customer still active at the end); else None.
     """
 
     bot_user_ids: tuple[str, ...]
@@ -77,6 +80,7 @@ class DemoTruth:
     customers: pd.DataFrame
     items: pd.DataFrame
     sale_days: tuple[str, ...]
+    churn_day: pd.Series | None = None
 
     def __repr__(self) -> str:
         kinds = self.dirt["kind"].value_counts().to_dict()
@@ -128,6 +132,15 @@ class DemoShop:
         return files
 
 
+def _churn_dates(
+    until: Ints, first_day: np.datetime64, days: int, user_ids: np.ndarray[Any, Any]
+) -> pd.Series:
+    """ISO date each customer stopped coming back; None for customers active to the end."""
+    dates = np.datetime_as_string(first_day + until).astype(object)
+    dates[until >= days] = None
+    return pd.Series(dates, index=pd.Index(user_ids, name="user_id"), name="churn_day")
+
+
 def demo_shop(
     n_customers: int = 2000,
     n_items: int = 400,
@@ -135,6 +148,7 @@ def demo_shop(
     start: str = "2026-01-05",
     seed: int = 42,
     dirt: bool = True,
+    mean_lifetime_days: float | None = None,
 ) -> DemoShop:
     """Generate a realistic online shop, identical for the same arguments.
 
@@ -146,6 +160,10 @@ def demo_shop(
     one or two scraper bots, outlier and negative amounts, empty user ids, bad and far-future
     timestamps, unknown event types, and missing customer and item attributes, all recorded in
     ``truth``. The default size gives about 110,000 events in under a second.
+
+    With ``mean_lifetime_days`` customers also churn, as in real shops: each stops visiting
+    and re-buying after an exponential active life with that mean (``truth.churn_day``).
+    Without it (the default) the shop is exactly what it was before churn existed.
 
     Raises:
         ConfigError: sizes too small, or ``start`` not an ISO date.
@@ -169,6 +187,13 @@ def demo_shop(
     season = _WEEKDAYS[weekday] * np.where(sale, 2.2, 1.0)
     rate = _VISITS_PER_DAY * people.activity * ~is_bot
     signed_up = np.arange(days)[None, :] >= people.signup_day[:, None]
+    until: Ints | None = None
+    if mean_lifetime_days is not None:
+        if not mean_lifetime_days > 0:
+            raise ConfigError(f"mean_lifetime_days must be > 0, got {mean_lifetime_days}")
+        churn_rng = np.random.default_rng([seed, 1])
+        until = churn_days(churn_rng, people.signup_day, mean_lifetime_days, days)
+        signed_up &= np.arange(days)[None, :] < until[:, None]
     visits = rng.poisson(rate[:, None] * season[None, :] * signed_up)
     customer, day = np.nonzero(visits)
     counts = visits[customer, day]
@@ -179,7 +204,7 @@ def demo_shop(
         rng, catalogue, np.cumsum(people.tastes, axis=1), customer, t0, sale[day]
     )
     regular, staples = replenishment_events(
-        rng, catalogue, people.tastes, people.signup_day, is_bot, days, start_second
+        rng, catalogue, people.tastes, people.signup_day, is_bot, days, start_second, until
     )
     clean = Events.concat([browse, regular, bot_events(rng, bots, n_items, days, start_second)])
     columns = pd.DataFrame({"u": clean.user, "i": clean.item, "c": clean.code, "t": clean.t})
@@ -218,6 +243,7 @@ def demo_shop(
         customers=people.frame,
         items=items,
         sale_days=tuple(str(d) for d in np.datetime_as_string(first_day + np.flatnonzero(sale))),
+        churn_day=None if until is None else _churn_dates(until, first_day, days, user_ids),
     )
     if dirt:
         customers = blank(rng, people.frame, {"age": 0.08, "city": 0.05})
