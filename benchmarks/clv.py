@@ -6,16 +6,19 @@ calibration purchase rate x holdout length).
 
 Two shops from the demo generator, same seed and size:
 
-- ``churn`` (the target): customers stop coming back after an exponential active life
-  (``--lifetime-days``, default 180), as in real shops;
-- ``stationary``: the generator without churn, every customer buying at a constant rate
-  forever, where a run rate is hard to beat; reported for honesty, not held to the target.
+- ``default`` (the target): the demo shop as :func:`~tailorcast.datasets.demo_shop` makes it,
+  where customers stop coming back after an exponential active life (mean
+  ``DEFAULT_LIFETIME_DAYS``, 180 days; ``--lifetime-days`` to change it), as in real shops;
+- ``stationary``: the generator with churn switched off (``mean_lifetime_days=None``), every
+  customer buying at a constant rate forever. There the run rate *is* the true model (BG/NBD
+  with no dropout reduces to it), so it is hard to beat; reported for honesty, not held to
+  the target.
 
 Per shop: fit on the orders up to ``start + calibration days``, predict the holdout up to
 the end, and compare per customer with what happened. Two naive baselines: ``naive`` = repeat
 transactions per day since the first one (x / T), the issue's; ``naive_window`` =
 calibration transactions per day of the whole calibration window ((x + 1) / calibration
-days). The target is met when the MAE reduction against both is >= 20% on ``churn``.
+days). The target is met when the MAE reduction against both is >= 20% on ``default``.
 
 Usage::
 
@@ -39,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from _marketing_shop import build_store, machine
+from tailorcast.datasets.demo_shop import DEFAULT_LIFETIME_DAYS
 from tailorcast.marketing import clv_evaluation
 from tailorcast.store import Store
 
@@ -91,7 +95,7 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=5000)
     parser.add_argument("--days", type=int, default=300)
     parser.add_argument("--calibration-days", type=int, default=200)
-    parser.add_argument("--lifetime-days", type=float, default=180.0)
+    parser.add_argument("--lifetime-days", type=float, default=DEFAULT_LIFETIME_DAYS)
     parser.add_argument("--start", default="2025-06-02")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -101,16 +105,20 @@ def main() -> int:
 
     shops: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tc-clv-") as tmp:
-        for name, lifetime in (("churn", args.lifetime_days), ("stationary", None)):
+        for name, lifetime in (("default", args.lifetime_days), ("stationary", None)):
             shops[name] = run_shop(args, lifetime, Path(tmp) / name)
-    churn = shops["churn"]
+    target_shop = shops["default"]
     passed = (
-        churn["mae_reduction_vs_naive"] >= TARGET
-        and churn["mae_reduction_vs_naive_window"] >= TARGET
+        target_shop["mae_reduction_vs_naive"] >= TARGET
+        and target_shop["mae_reduction_vs_naive_window"] >= TARGET
     )
     result = {
         **machine(),
-        "target": {"mae_reduction": TARGET, "shop": "churn", "against": "both naive baselines"},
+        "target": {
+            "mae_reduction": TARGET,
+            "shop": "default",
+            "against": "both naive baselines",
+        },
         "shops": shops,
         "pass": passed,
     }
@@ -128,7 +136,8 @@ def main() -> int:
             f"{f['mae_reduction_vs_naive']:>9.1%} {f['bgnbd']['correlation']:>6.3f} "
             f"{f['bgnbd']['predicted_total']:>6.0f}/{f['bgnbd']['actual_total']:<5.0f}"
         )
-    print(f"target: >= {TARGET:.0%} lower MAE on the churn shop: {'pass' if passed else 'FAIL'}")
+    verdict = "pass" if passed else "FAIL"
+    print(f"target: >= {TARGET:.0%} lower MAE on the default demo shop: {verdict}")
     print(f"wrote {args.out}")
     return 0
 

@@ -13,7 +13,8 @@ Protocol, identical for every model in one run:
    ``split_last``). Seen items are excluded, K=10.
 3. One validation split carved from the outer *train* part only
    (:func:`tailorcast.data.validation_split`, the same protocol and seed) -- the split that
-   ``train`` tunes on. Every peer is tuned on it with a small grid (best validation NDCG@10),
+   ``train`` tunes on (auto's hybrid learns its blend weights on a further split carved from
+   that split's train part). Every peer is tuned on it with a small grid (best validation NDCG@10),
    then refitted on the whole train part. tailorcast runs ``train(train_part, "auto",
    budget_seconds=...)``, which carves that same validation split itself. The test part is
    only used for the final scores.
@@ -290,6 +291,8 @@ def run_protocol(
         "kind": "tailorcast",
         "chosen_model": result.name,
         "params": result.params,
+        # A hybrid's learned blend weights, e.g. {"ease": 0.7, "als": 0.3}.
+        "blend": getattr(result.model, "blend_", None),
         "validation_ndcg@10": result.metrics.get(f"ndcg@{K}"),
         "metrics": metrics,
         "seconds": round(auto_s, 3),

@@ -3,7 +3,8 @@
 Target (issue): on the demo shop, ROC-AUC at least 0.10 above a logistic regression on
 recency and frequency only.
 
-The shop is the demo generator with churn (as ``benchmarks/clv.py``'s target shop).
+The shop is the default demo shop (customers churn, mean active life
+``DEFAULT_LIFETIME_DAYS``), as ``benchmarks/clv.py``'s target shop.
 ``train_propensity`` learns one calibrated model per category (tree, forest or boosting, the
 best on validation) from the features up to ``as_of - window`` and purchases in the window
 after. The baseline sees the same customers, the same labels and the same train+validation /
@@ -37,6 +38,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from _marketing_shop import build_store, machine
+from tailorcast.datasets.demo_shop import DEFAULT_LIFETIME_DAYS
 from tailorcast.marketing import train_propensity
 from tailorcast.marketing.propensity import (
     lift_at,
@@ -79,7 +81,7 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=12000)
     parser.add_argument("--days", type=int, default=300)
     parser.add_argument("--window-days", type=int, default=30)
-    parser.add_argument("--lifetime-days", type=float, default=180.0)
+    parser.add_argument("--lifetime-days", type=float, default=DEFAULT_LIFETIME_DAYS)
     parser.add_argument("--start", default="2025-06-02")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -22,8 +22,11 @@ Usage::
     python benchmarks/serve_load.py --quick    # small shop, short phases (about 1 minute)
 
 Figures go to ``benchmarks/results/serve_load.json`` (``--out``); a short table is printed.
-The demo store is built once under ``--workdir`` and reused (events posted by a run are
-named ``bench-<run>-<n>`` and counted per run).
+The demo store is built once under ``--workdir`` and each run serves a fresh copy of it, so
+the events one run posts (named ``bench-<run>-<n>`` and counted per run) never pile up on
+the next run's customers as events newer than the model. Recommendations are asked for every
+customer of the shop in random order (plus one unknown customer in ten, the cold start), so
+no small set of customers is served again and again.
 """
 
 from __future__ import annotations
@@ -292,7 +295,8 @@ def _shop(workdir: Path, customers: int, items: int, days: int, model: str) -> t
     from tailorcast.store import Store
     from tailorcast.training import train
 
-    root = workdir / f"shop-{customers}-{items}-{days}-{model}"
+    # "-v2": the stores built before runs served copies hold earlier runs' posted events.
+    root = workdir / f"shop-{customers}-{items}-{days}-{model}-v2"
     store, ready = root / "store", root / "READY"
     if not ready.exists():
         shutil.rmtree(root, ignore_errors=True)
@@ -343,7 +347,7 @@ def _count_posted(store: Path, run_id: str) -> int:
     from tailorcast.store import Store
 
     keys = resolve_keys(Settings(), store, insecure_dev=True, create=False)
-    engine = ServingEngine(store, keys=keys, background=False)
+    engine = ServingEngine(store, keys=keys, background=False, candidate_depth=0)
     try:
         engine.flush(timeout_s=120)
     finally:
@@ -364,11 +368,13 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds, args.latency_seconds, args.batches = 3.0, 10.0, 30
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    store, customers_csv = _shop(workdir, args.customers, args.items, args.days, args.model)
+    pristine, customers_csv = _shop(workdir, args.customers, args.items, args.days, args.model)
+    run_id = secrets.token_hex(4)
+    store = workdir / f"run-{run_id}" / "store"
+    shutil.copytree(pristine, store)
     rng = random.Random(args.seed)
-    known = _ids(
-        customers_csv, "customer_id" if _has(customers_csv, "customer_id") else "user_id", 2000, rng
-    )
+    column = "customer_id" if _has(customers_csv, "customer_id") else "user_id"
+    known = _ids(customers_csv, column, args.customers, rng)
     people = known + [f"U-unknown-{i}" for i in range(len(known) // 10)]  # some cold starts
     rng.shuffle(people)
     items = _store_items(store)
@@ -385,7 +391,6 @@ def main(argv: list[str] | None = None) -> int:
     pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
     result: dict[str, Any] = {"benchmark": "serve_load", "quick": args.quick}
     failure = None
-    run_id = secrets.token_hex(4)
     try:
         floor = Server([sys.executable, "-c", FLOOR_APP], logs / "floor.log", "/v1/constant")
         tc = Server(
@@ -498,10 +503,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {failure}", file=sys.stderr)
     finally:
         pool.shutdown()
-    result.update(_context(args, store, failure))
+    result.update(_context(args, pristine, failure))
     _write(Path(args.out), result)
     print(f"figures written to {args.out}")
     shutil.rmtree(logs, ignore_errors=True)
+    shutil.rmtree(store.parent, ignore_errors=True)
     return 0 if failure is None else 1
 
 

@@ -61,6 +61,10 @@ def test_movielens_benchmark_quick_run(tmp_path: Path) -> None:
                 assert 0.0 <= model["metrics"][metric] <= 1.0
         auto = models["auto"]
         assert auto["chosen_model"] in auto["trials_per_model"]
+        # A blend is reported exactly when auto chose the hybrid; its weights sum to 1.
+        assert (auto["blend"] is not None) == (auto["chosen_model"] == "hybrid")
+        if auto["blend"] is not None:
+            assert sum(auto["blend"].values()) == pytest.approx(1.0)
         best = part["best_peer"]
         ndcg = part["auto_vs_best_peer"]["ndcg@10"]
         assert ndcg["best_peer_value"] == models[best]["metrics"]["ndcg@10"]

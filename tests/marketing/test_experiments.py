@@ -22,6 +22,7 @@ from tailorcast.marketing.experiments import (
     create_experiment,
     get_experiment,
     measure_experiment,
+    merge_served,
     serve_experiment,
 )
 from tailorcast.models import ItemKNNRecommender, PopularityRecommender
@@ -183,3 +184,33 @@ def test_an_aa_test_finds_nothing(
             measure_experiment(store, "empty")
         with pytest.raises(ConfigError, match="no model"):
             serve_experiment(store, experiment, {"a": models["knn"]}, users, k=5)
+
+
+def test_merged_server_lists_are_added_once_per_spool_label(
+    setup: tuple[Path, dict[str, PopularityRecommender | ItemKNNRecommender]],
+) -> None:
+    folder, _ = setup
+    rows = [
+        {
+            "experiment": "spooled",
+            "variant": "a" if i % 2 else "b",
+            "user_id": f"p_{i}",
+            "served_at": SERVED_AT.timestamp() + i,
+            "items": [f"I{i}", f"I{i + 1}"],
+        }
+        for i in range(6)
+    ]
+    store, _ = open_store(folder, need_keys=False)
+    with store:
+        assert merge_served(store, rows, "spool:seg-1#0") == 6
+        assert merge_served(store, rows, "spool:seg-1#0") == 0  # a replayed group
+        assert merge_served(store, rows[:2], "spool:seg-2#0") == 2
+        got = store.con.execute(
+            "SELECT user_id, variant, served_at, items FROM experiment_served "
+            "WHERE experiment = 'spooled' ORDER BY served_at, user_id"
+        ).df()
+    assert len(got) == 8
+    first = got.iloc[0]
+    assert first["user_id"] == "p_0" and first["variant"] == "b"
+    assert pd.Timestamp(first["served_at"]) == SERVED_AT
+    assert list(first["items"]) == ["I0", "I1"]

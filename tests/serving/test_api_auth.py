@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from api_fixtures import (
+    KNOWN_CUSTOMER,
     first_item,
     headers,
     item_categories,
@@ -141,3 +142,37 @@ def test_rate_limit_answers_429_with_retry_after(store: Path) -> None:
         assert client.get(url, headers=headers(srv.keys["all"])).status_code == 200
         text = client.get("/metrics", headers=headers(srv.keys["all"])).text
         assert "tailorcast_rate_limited_total 3.0" in text
+
+
+def test_no_key_is_401_before_the_body_is_read(store: Path) -> None:
+    """A request without a valid key is refused before its body is parsed or even read:
+    malformed JSON or an oversized body without a key is 401, not 422 or 413."""
+    with served(store, max_body_bytes=1000) as srv, TestClient(srv.app) as client:
+        broken = {"content": b'{"events": [', "headers": {"Content-Type": "application/json"}}
+        for url in (
+            "/v1/events",
+            f"/v1/customers/{KNOWN_CUSTOMER}/recommendations",
+            f"/v1/customers/{KNOWN_CUSTOMER}/rank",
+            "/v1/model/retrain",
+        ):
+            answer = client.post(url, **broken)  # type: ignore[arg-type]
+            assert answer.status_code == 401, url
+            assert answer.headers["www-authenticate"] == "Bearer"
+            assert "API key is required" in answer.json()["detail"]
+            wrong = {**broken["headers"], "X-API-Key": "tck_000000000000_" + "A" * 43}
+            assert client.post(url, content=broken["content"], headers=wrong).status_code == 401
+        assert client.post("/v1/events", content=b"x" * 5000).status_code == 401
+        assert client.get("/no/such/route").status_code == 401
+        # With a key the body is judged as before: 422 naming the body, 413 when too big.
+        keyed = {**broken["headers"], **headers(srv.keys["write"])}
+        answer = client.post("/v1/events", content=broken["content"], headers=keyed)
+        assert answer.status_code == 422 and answer.json()["detail"].startswith("body")
+        big = client.post("/v1/events", content=b"x" * 5000, headers=keyed)
+        assert big.status_code == 413
+        assert client.get("/no/such/route", headers=keyed).status_code == 404
+        # The OpenAPI document still says which routes take which key.
+        doc = srv.app.openapi()
+        assert set(doc["components"]["securitySchemes"]) == {"APIKeyHeader", "HTTPBearer"}
+        ops = doc["paths"]["/v1/events"]["post"]
+        assert {"APIKeyHeader": []} in ops["security"]
+        assert "security" not in doc["paths"]["/healthz"]["get"]

@@ -408,7 +408,9 @@ def test_docs_can_be_turned_off_and_cors_is_off_by_default(store: Path) -> None:
 class _BuggyEngine(ServingEngine):
     """A real engine whose recommend has a bug: stands for any unexpected exception."""
 
-    def recommend(self, user_id: str, k: int = 10, **kwargs: Any) -> list[dict[str, Any]]:
+    def recommend_versioned(
+        self, user_id: str, k: int = 10, **kwargs: Any
+    ) -> tuple[str, list[dict[str, Any]]]:
         raise RuntimeError("bug in a recommender")
 
 

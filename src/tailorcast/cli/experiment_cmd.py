@@ -157,16 +157,23 @@ def register(app: typer.Typer) -> None:
         insecure_dev: InsecureOpt = False,
         as_json: JsonOpt = False,
     ) -> None:
-        """Per-variant conversion, hit rate and revenue, each vs the control, with p-values."""
+        """Per-variant conversion, hit rate and revenue, each vs the control, with p-values.
+
+        Lists a server (``tailorcast serve --experiment``) spooled and no merge has reached
+        the store yet are merged first, so they are counted."""
         del insecure_dev
         from tailorcast.config import Settings
         from tailorcast.marketing.experiments import measure_experiment
+        from tailorcast.serving.spool import segments
         from tailorcast.store import open_store
 
         with user_errors():
             if window_days <= 0:
                 raise ConfigError(f"--window-days must be positive, got {window_days}")
-            opened, _ = open_store(Path(store or Settings().store), read_only=True, need_keys=False)
+            folder = Path(store or Settings().store)
+            # Opening for writing (with the keys) merges what a server left in its spool.
+            pending = bool(segments(folder))
+            opened, _ = open_store(folder, read_only=not pending, need_keys=pending)
             with opened:
                 report = measure_experiment(opened, name, window_days=window_days)
         if as_json:

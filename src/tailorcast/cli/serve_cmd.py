@@ -24,6 +24,7 @@ def serve_env(
     retrain_every: float | None = None,
     rate_limit: float | None = None,
     max_body_bytes: int | None = None,
+    experiment: str | None = None,
 ) -> dict[str, str]:
     """The ``TAILORCAST_SERVE_*`` variables that carry the flags into every worker."""
     env = {
@@ -38,6 +39,8 @@ def serve_env(
         env["TAILORCAST_SERVE_RATE_LIMIT"] = str(rate_limit)
     if max_body_bytes is not None:
         env["TAILORCAST_SERVE_MAX_BODY_BYTES"] = str(max_body_bytes)
+    if experiment is not None:
+        env["TAILORCAST_SERVE_EXPERIMENT"] = experiment
     return env
 
 
@@ -76,6 +79,10 @@ def register(app: typer.Typer) -> None:
         max_body_bytes: Annotated[
             int | None, typer.Option(help="Largest request body in bytes.", min=1)
         ] = None,
+        experiment: Annotated[
+            str | None,
+            typer.Option(help="Run this A/B test (`tailorcast experiment create`) on the lists."),
+        ] = None,
     ) -> None:
         """Serve the HTTP API (recommendations, events, catalog) until interrupted."""
         import uvicorn
@@ -95,6 +102,10 @@ def register(app: typer.Typer) -> None:
                 )
             # Fail here, with one line, rather than in every worker with a traceback.
             resolve_keys(Settings(), folder, insecure_dev=insecure_dev, create=False)
+            if experiment is not None:
+                from tailorcast.marketing.experiments import check_experiment
+
+                check_experiment(folder, experiment)
             if not any(k.active for k in KeyStore(folder).entries()):
                 err_console.print(
                     "note: this store has no API keys yet; every request but /healthz will "
@@ -109,6 +120,7 @@ def register(app: typer.Typer) -> None:
                 retrain_every=retrain_every,
                 rate_limit=rate_limit,
                 max_body_bytes=max_body_bytes,
+                experiment=experiment,
             )
         )
         uvicorn.run(

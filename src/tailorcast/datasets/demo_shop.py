@@ -44,8 +44,18 @@ from tailorcast.datasets._events import (
 from tailorcast.datasets._large import write_events_csv
 from tailorcast.errors import ConfigError
 
-__all__ = ["DIRT_KINDS", "DemoFiles", "DemoShop", "DemoTruth", "demo_shop", "write_events_csv"]
+__all__ = [
+    "DEFAULT_LIFETIME_DAYS",
+    "DIRT_KINDS",
+    "DemoFiles",
+    "DemoShop",
+    "DemoTruth",
+    "demo_shop",
+    "write_events_csv",
+]
 
+#: Mean active life of a customer (days) before they lapse; see :func:`demo_shop`.
+DEFAULT_LIFETIME_DAYS: Final = 180.0
 _VISITS_PER_DAY: Final = 0.07  # of an average customer, before the weekly rhythm and the sale
 #: Visits per weekday (Monday first), relative: weekends are busier.
 _WEEKDAYS: Final = np.array([0.9, 0.85, 0.9, 0.95, 1.05, 1.25, 1.2])
@@ -148,7 +158,7 @@ def demo_shop(
     start: str = "2026-01-05",
     seed: int = 42,
     dirt: bool = True,
-    mean_lifetime_days: float | None = None,
+    mean_lifetime_days: float | None = DEFAULT_LIFETIME_DAYS,
 ) -> DemoShop:
     """Generate a realistic online shop, identical for the same arguments.
 
@@ -159,11 +169,15 @@ def demo_shop(
     With ``dirt`` the data also holds what real exports hold: duplicate and double-click rows,
     one or two scraper bots, outlier and negative amounts, empty user ids, bad and far-future
     timestamps, unknown event types, and missing customer and item attributes, all recorded in
-    ``truth``. The default size gives about 110,000 events in under a second.
+    ``truth``. The default size gives about 85,000 events in under a second.
 
-    With ``mean_lifetime_days`` customers also churn, as in real shops: each stops visiting
-    and re-buying after an exponential active life with that mean (``truth.churn_day``).
-    Without it (the default) the shop is exactly what it was before churn existed.
+    Customers churn, as in real shops: each stops visiting and re-buying after an
+    exponential active life with mean ``mean_lifetime_days`` (``truth.churn_day``; default
+    :data:`DEFAULT_LIFETIME_DAYS`, so after a year about one customer in seven still buys).
+    Lapsed customers are what lifetime-value models (BG/NBD's dropout) and the RFM segments
+    "At risk", "Hibernating" and "Lost" are about. ``mean_lifetime_days=None`` gives a
+    stationary shop where everyone buys at a constant rate forever (the generator as it was
+    before churn existed).
 
     Raises:
         ConfigError: sizes too small, or ``start`` not an ISO date.

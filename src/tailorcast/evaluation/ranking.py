@@ -223,9 +223,16 @@ def _as_score_block(scores: NDArray[Any], *, copy: bool) -> NDArray[np.floating[
 
 
 def _canonical_csr(matrix: Any) -> Any:
-    """CSR copy with no duplicates and no stored zeros, so indices mean 'nonzero'."""
+    """A CSR with no duplicates and no stored zeros, so indices mean 'nonzero': ``matrix``
+    itself when it already is one (only read here, never changed), else a cleaned copy.
+
+    Models pass the same cached seen-items matrix on every call; copying and re-sorting it
+    each time cost 15-35 ms on a big shop, where the two checks are one pass each.
+    """
     if not sp.issparse(matrix):
         raise TypeError(f"expected a scipy sparse matrix, got {type(matrix).__name__}")
+    if matrix.format == "csr" and matrix.has_canonical_format and np.all(matrix.data != 0):
+        return matrix
     csr = sp.csr_matrix(matrix, copy=True)
     csr.sum_duplicates()
     csr.eliminate_zeros()

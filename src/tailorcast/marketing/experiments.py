@@ -7,7 +7,10 @@ variant, and per-variant KPIs from the events that follow, with significance.
   share; different experiments (salts) assign independently of each other.
 - *Serving* (:func:`serve_experiment`) asks each variant's model for its customers' lists
   and writes every served list with its variant into ``experiment_served``, so the
-  measurement compares what was really shown.
+  measurement compares what was really shown. The HTTP server does the same per request
+  (``tailorcast serve --experiment NAME``, :mod:`tailorcast.serving.experiments`): it spools
+  the served lists and :func:`merge_served` adds them to ``experiment_served`` at the next
+  merge.
 - *Measuring* (:func:`measure_experiment`) follows each served customer for
   ``window_days`` after their first served list: conversion (any purchase), hit rate
   (bought an item they were shown) and revenue per customer. Each variant is compared with
@@ -23,11 +26,13 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -43,14 +48,17 @@ from tailorcast.store import Store
 
 __all__ = [
     "EXPERIMENT_SCHEMA",
+    "Assigner",
     "Experiment",
     "ExperimentReport",
     "Variant",
     "VariantResult",
     "assign_variants",
+    "check_experiment",
     "create_experiment",
     "get_experiment",
     "measure_experiment",
+    "merge_served",
     "record_served",
     "serve_experiment",
 ]
@@ -61,6 +69,7 @@ CREATE TABLE IF NOT EXISTS experiment_info (
 CREATE TABLE IF NOT EXISTS experiment_served (
     experiment VARCHAR, variant VARCHAR, user_id VARCHAR, served_at TIMESTAMP,
     items VARCHAR[]);
+CREATE TABLE IF NOT EXISTS experiment_merges (source VARCHAR, merged_at TIMESTAMP, lists BIGINT);
 """
 _NAME: Final = re.compile(r"^[\w.\-]{1,100}$")
 _SCALE: Final = float(2**64)
@@ -132,6 +141,30 @@ def assign_variants(
     return np.asarray(variants, dtype=object)[np.minimum(slot, len(variants) - 1)]
 
 
+class Assigner:
+    """One customer's variant at a time, as :func:`assign_variants` draws it, without numpy:
+    the per-request form for the HTTP server (a hash and a bisection, about a microsecond).
+
+    Example::
+
+        variant_of = Assigner(experiment)
+        variant_of("p_3f9c...")          # the same answer as experiment.assign(["p_3f9c..."])[0]
+    """
+
+    def __init__(self, experiment: Experiment) -> None:
+        weights = np.asarray([v.weight for v in experiment.variants], dtype=float)
+        # The same float operations as assign_variants, so both agree on every boundary.
+        self._cuts: list[float] = (np.cumsum(weights) / weights.sum()).tolist()
+        self._names = [v.name for v in experiment.variants]
+        self._prefix = f"{experiment.salt}:".encode()
+
+    def __call__(self, user_id: str) -> str:
+        digest = hashlib.sha256(self._prefix + str(user_id).encode()).digest()
+        draw = float(int.from_bytes(digest[:8], "big")) / _SCALE
+        slot = bisect.bisect_right(self._cuts, draw)
+        return self._names[min(slot, len(self._names) - 1)]
+
+
 def create_experiment(
     store: Store,
     name: str,
@@ -197,6 +230,27 @@ def get_experiment(store: Store, name: str) -> Experiment:
     )
 
 
+def check_experiment(store_dir: str | Path, name: str) -> Experiment:
+    """The experiment ``name`` of the store in ``store_dir``, after checking that every pinned
+    model version is saved (for ``tailorcast serve --experiment``, before starting workers).
+
+    Raises:
+        NotFoundError: no such experiment, or a variant's model version is missing.
+    """
+    from tailorcast.artifacts import list_versions  # lazy: artifacts imports every model
+
+    with Store.open(store_dir, read_only=True) as store:
+        experiment = get_experiment(store, name)
+    saved = set(list_versions(store_dir))
+    for variant in experiment.variants:
+        if variant.model_version is not None and variant.model_version not in saved:
+            raise NotFoundError(
+                f"experiment {name!r}: variant {variant.name!r} needs model version "
+                f"{variant.model_version!r}, which is not saved in {store_dir}"
+            )
+    return experiment
+
+
 def serve_experiment(
     store: Store,
     experiment: Experiment,
@@ -257,6 +311,46 @@ def record_served(
             )
         finally:
             con.unregister("_served")
+    return len(lists)
+
+
+def merge_served(store: Store, rows: Sequence[Mapping[str, Any]], source: str) -> int:
+    """Add served lists recorded outside the store (the HTTP server spools them) to
+    ``experiment_served``, once: ``source`` labels the group, and a label already merged
+    (a replay after a crash between the commit and the spool's clean-up) adds nothing.
+
+    Each row: ``experiment``, ``variant``, ``user_id`` (as stored: the pseudonym),
+    ``served_at`` (epoch seconds, UTC) and ``items`` (the list, best first). Returns the
+    number of lists added.
+    """
+    if not rows:
+        return 0
+    lists = pd.DataFrame(
+        {
+            "experiment": [str(r["experiment"]) for r in rows],
+            "variant": [str(r["variant"]) for r in rows],
+            "user_id": [str(r["user_id"]) for r in rows],
+            "served_at": pd.to_datetime([float(r["served_at"]) for r in rows], unit="s"),
+            "items": [[str(i) for i in r["items"]] for r in rows],
+        }
+    )
+    with store.transaction() as con:
+        con.execute(EXPERIMENT_SCHEMA)
+        done = con.execute("SELECT count(*) FROM experiment_merges WHERE source = ?", [source])
+        if done.fetchall()[0][0]:
+            return 0
+        con.register("_served", lists)
+        try:
+            con.execute(
+                "INSERT INTO experiment_served SELECT experiment, variant, user_id, served_at, "
+                "CAST(items AS VARCHAR[]) FROM _served"
+            )
+        finally:
+            con.unregister("_served")
+        con.execute(
+            "INSERT INTO experiment_merges VALUES (?, ?, ?)",
+            [source, _now().to_pydatetime(), len(lists)],
+        )
     return len(lists)
 
 

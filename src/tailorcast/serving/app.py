@@ -37,8 +37,14 @@ from tailorcast.privacy import resolve_keys
 from tailorcast.serving.auth import KeyStore, TokenBuckets
 from tailorcast.serving.deps import AppContext
 from tailorcast.serving.engine import ServingEngine
+from tailorcast.serving.experiments import close_experiment, experiment_server
 from tailorcast.serving.metrics import ServerMetrics
-from tailorcast.serving.middleware import BodyLimitMiddleware, ObserveMiddleware, route_template
+from tailorcast.serving.middleware import (
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    ObserveMiddleware,
+    route_template,
+)
 from tailorcast.serving.routers import (
     admin,
     campaigns,
@@ -84,10 +90,17 @@ def create_app(engine: ServingEngine, *, settings: ServeSettings) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
+    app.state.experiment = experiment_server(engine, settings.experiment)  # None: no A/B test
     for module in (health, recommendations, events, catalog, admin, marketing, campaigns):
         app.include_router(module.router)
     _add_error_handlers(app)
-    # Added innermost first: the access log sees every answer, 413s and CORS refusals too.
+    # Added innermost first: the access log sees every answer, 401s, 413s and CORS refusals
+    # too; the key is checked before the body is read (401 before 413 or 422), and CORS
+    # answers preflight requests (which carry no key) before the key check.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # The docs paths need no key (they are 404 when the docs are off).
+    open_paths = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+    app.add_middleware(AuthMiddleware, keys=ctx.keys, open_paths=open_paths)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -95,9 +108,42 @@ def create_app(engine: ServingEngine, *, settings: ServeSettings) -> FastAPI:
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
+    _document_keys(app, open_paths)
     return app
+
+
+def _document_keys(app: FastAPI, open_paths: frozenset[str]) -> None:
+    """The key schemes in the OpenAPI document, on every operation that needs a key (the
+    key is checked by middleware, so FastAPI does not know of it by itself)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "APIKeyHeader": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "X-API-Key",
+                "description": "The API key.",
+            },
+            "HTTPBearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "`Authorization: Bearer <API key>`",
+            },
+        }
+        for path, ops in schema.get("paths", {}).items():
+            if path in open_paths:
+                continue
+            for op in ops.values():
+                op["security"] = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_env() -> FastAPI:
@@ -115,6 +161,7 @@ def app_from_env() -> FastAPI:
         try:
             yield
         finally:
+            close_experiment(app)  # first: the engine's last merge takes its served lists
             engine.close()
 
     app.router.lifespan_context = lifespan

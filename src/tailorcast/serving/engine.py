@@ -2,7 +2,10 @@
 
 - Reads are served from memory: the current model version (an :class:`OnlineModel`), the
   catalog with a content index, and each customer's events that are newer than the model
-  (the *overlay*), folded in per request (see :mod:`tailorcast.serving.online`).
+  (the *overlay*), folded in per request (see :mod:`tailorcast.serving.online`). Customers
+  without new events are answered from each model version's precomputed candidates
+  (:mod:`tailorcast.serving.candidates`, ranked in batch when the version loads) whenever
+  those answer exactly what full scoring would; the others are scored in full.
 - Writes are validated like ingest (:mod:`tailorcast.serving.validate`), appended durably to
   the spool (:mod:`tailorcast.serving.spool`) and applied to memory before the call returns;
   a background thread merges the spool into the store whenever it can get the store's write
@@ -37,6 +40,7 @@ from tailorcast.ingest.config import IngestConfig, PrivacyConfig
 from tailorcast.privacy import Keys
 from tailorcast.rules import Rules
 from tailorcast.schema import DEFAULT_EVENT_WEIGHTS
+from tailorcast.serving.candidates import DEPTH, build_candidates
 from tailorcast.serving.catalog import CatalogState
 from tailorcast.serving.jobs import Retrainer
 from tailorcast.serving.online import OnlineModel, Overlay
@@ -68,6 +72,7 @@ class ServingEngine(StoreSync):
         retrain_interval_s: float | None = None,
         merge_interval_s: float = 1.0,
         background: bool = True,
+        candidate_depth: int = DEPTH,
     ) -> None:
         self.store_dir = Path(store_dir)
         if not (self.store_dir / DB_FILE).is_file():
@@ -76,6 +81,11 @@ class ServingEngine(StoreSync):
             )
         self.keys = keys
         self.merge_interval_s = merge_interval_s
+        self.candidate_depth = candidate_depth
+        # The first version's candidates are built before the engine serves (a started
+        # server is a fast one); later versions' in the background while the old one serves.
+        self._build_inline = True
+        self._closed = False
         self._lock = threading.RLock()  # overlay, keys, erasures, model reference
         self._db_lock = threading.Lock()  # this process's visits to the store file
         self._writer = SpoolWriter(self.store_dir, keys)
@@ -102,6 +112,7 @@ class ServingEngine(StoreSync):
         self.catalog = CatalogState()
         self._snapshot_pseudonymize = True
         self._load_latest()
+        self._build_inline = False
         self._take_snapshot(attempts=20)
         self._pseudonymize = self._snapshot_pseudonymize
         if self._pseudonymize and keys is None:
@@ -186,6 +197,32 @@ class ServingEngine(StoreSync):
             self.counters["swaps"] += 1
         self.catalog.attach(state)
         logger.info("serving model version %s (%s)", art.version, meta.model)
+        if self.candidate_depth > 0:
+            if self._build_inline:
+                self._build_candidates(state)
+            else:
+                threading.Thread(
+                    target=self._build_candidates,
+                    args=(state,),
+                    name="tailorcast-candidates",
+                    daemon=True,
+                ).start()
+
+    def _build_candidates(self, state: OnlineModel) -> None:
+        """Rank every customer of ``state`` in batch (see :mod:`.candidates`); given up when
+        another version replaces it or the engine closes."""
+        try:
+            table = build_candidates(
+                state.model,
+                state.version,
+                self.catalog.compiled(state, None),
+                depth=self.candidate_depth,
+                alive=lambda: self._model is state and not self._closed,
+            )
+        except Exception:  # full scoring still answers; a bug here must not stop serving
+            logger.exception("building the candidates of model %s failed", state.version)
+            return
+        state.candidates = table
 
     # -- reading the store ----------------------------------------------------------------------
     def _take_snapshot(self, attempts: int = 1) -> bool:
@@ -248,11 +285,22 @@ class ServingEngine(StoreSync):
     ) -> list[dict[str, Any]]:
         """Top ``k`` for a customer: ``[{"item_id", "rank", "score", "reason"}]``; an unknown
         customer gets the cold-start list; the customer's newest events are folded in."""
+        return self.recommend_versioned(user_id, k, rules=rules, explain=explain)[1]
+
+    def recommend_versioned(
+        self, user_id: str, k: int = 10, *, rules: Rules | None = None, explain: bool = True
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """:meth:`recommend` and the model version that answered (a swap may come between
+        two separate calls)."""
         state = self._current()
         target, overlay = self._target(user_id, state)
         filters = self.catalog.compiled(state, rules)
-        rows = state.recommend(target, k, overlay, filters=filters, explain=explain)
-        return self.catalog.with_new_items(state, rows, target, overlay, k, rules)
+        # Customers with new events are scored in full (their events folded in), the others
+        # from the precomputed candidates when those can answer exactly.
+        rows = None if overlay is not None else state.cached(target, k, filters, explain)
+        if rows is None:
+            rows = state.recommend(target, k, overlay, filters=filters, explain=explain)
+        return state.version, self.catalog.with_new_items(state, rows, target, overlay, k, rules)
 
     def rank(
         self, user_id: str, item_ids: list[str], *, explain: bool = True
@@ -408,6 +456,7 @@ class ServingEngine(StoreSync):
     def close(self) -> None:
         """Stop background work, try a last merge; what stays spooled merges later."""
         self._stop.set()
+        self._closed = True
         self.retrainer.stop()
         if self._thread is not None:
             self._thread.join(timeout=10)

@@ -82,10 +82,21 @@ class ServerMetrics:
             "tailorcast_model_ready", "1 when a model is loaded.", registry=self.registry
         )
         self._model_labels: tuple[str, str] | None = None
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        # The labelled children, looked up once per (method, route, status): ``labels()``
+        # takes a lock and builds a key on every call, which adds up at thousands a second.
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def record_events(self, report: Mapping[str, Any]) -> None:
         self.events.inc(int(report.get("accepted", 0)))

@@ -1,4 +1,4 @@
-"""ASGI middleware of the server: request-body limit, and the access log with metrics.
+"""ASGI middleware of the server: API-key check, request-body limit, access log with metrics.
 
 Plain ASGI classes rather than Starlette's ``BaseHTTPMiddleware``: that one runs every
 request through an extra task and memory stream, which costs more than a recommendation.
@@ -13,9 +13,16 @@ from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tailorcast.serving.auth import KeyStore
 from tailorcast.serving.metrics import ServerMetrics
 
-__all__ = ["ACCESS_LOGGER", "BodyLimitMiddleware", "ObserveMiddleware", "route_template"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "AuthMiddleware",
+    "BodyLimitMiddleware",
+    "ObserveMiddleware",
+    "route_template",
+]
 
 ACCESS_LOGGER: Final = "tailorcast.serving.access"
 _access = logging.getLogger(ACCESS_LOGGER)
@@ -29,20 +36,75 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else UNMATCHED
 
 
-async def _send_json(send: Send, status: int, body: dict[str, str]) -> None:
+async def _send_json(
+    send: Send,
+    status: int,
+    body: dict[str, str],
+    *,
+    close: bool = True,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    """A JSON answer sent before the app saw the request; ``close`` when its body was not
+    read (the connection cannot carry another request after an unread body)."""
     payload = json.dumps(body).encode("utf-8")
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode("ascii")),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    head = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode("ascii")),
+        *headers,
+    ]
+    if close:
+        head.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": payload})
+
+
+_CHALLENGE: Final = ((b"www-authenticate", b"Bearer"),)
+
+
+class AuthMiddleware:
+    """401 for a request without an active API key, before anything reads its body.
+
+    Every path but ``open_paths`` (``/healthz``, and the API docs when served) needs a key,
+    sent as ``X-API-Key`` or ``Authorization: Bearer``. The key found is put in the request
+    state (``api_key``, and its public ``key_id`` for the access log); whether it holds the
+    route's scope is the route's own check (:func:`tailorcast.serving.deps.require`).
+    """
+
+    def __init__(self, app: ASGIApp, keys: KeyStore, open_paths: frozenset[str]) -> None:
+        self.app = app
+        self.keys = keys
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        header: str | None = None
+        bearer: str | None = None
+        has_body = False
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                header = value.decode("latin-1").strip()
+            elif name == b"authorization":
+                kind, _, credentials = value.decode("latin-1").partition(" ")
+                if kind.lower() == "bearer":
+                    bearer = credentials.strip()
+            elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                has_body = True
+        presented = header or bearer
+        if not presented:
+            detail = "an API key is required (header X-API-Key or Authorization: Bearer)"
+            await _send_json(send, 401, {"detail": detail}, close=has_body, headers=_CHALLENGE)
+            return
+        key = self.keys.verify(presented)
+        if key is None:
+            detail = "invalid or revoked API key"
+            await _send_json(send, 401, {"detail": detail}, close=has_body, headers=_CHALLENGE)
+            return
+        state = scope.setdefault("state", {})
+        state["api_key"] = key
+        state["key_id"] = key.id
+        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:
@@ -61,6 +123,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         too_big = {"detail": f"request body larger than {self.max_bytes} bytes"}
+        has_body = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -71,6 +134,12 @@ class BodyLimitMiddleware:
                 if declared > self.max_bytes:
                     await _send_json(send, 413, too_big)
                     return
+                has_body = has_body or declared > 0
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:  # HTTP/1.1: no length and no chunking is no body (most GETs)
+            await self.app(scope, receive, send)
+            return
         chunks: list[bytes] = []
         size = 0
         while True:

@@ -38,6 +38,7 @@ from tailorcast.models.factorization import ALSRecommender
 from tailorcast.models.itemknn import ItemKNNRecommender
 from tailorcast.rules import CompiledRules
 from tailorcast.schema import DEFAULT_EVENT_WEIGHTS, EVENT_TYPES
+from tailorcast.serving.candidates import CandidateTable
 
 __all__ = ["ContentIndex", "OnlineModel", "Overlay", "Row"]
 
@@ -99,6 +100,8 @@ class OnlineModel:
         weights = event_weights or DEFAULT_EVENT_WEIGHTS
         self._weights = np.asarray([float(weights.get(t, 0.0)) for t in EVENT_TYPES])
         self.mode = "fold-in" if self._can_fold_in() else "session re-ranking"
+        self.candidates: CandidateTable | None = None
+        """Precomputed candidates (:mod:`tailorcast.serving.candidates`), set once built."""
         self._solver: Any = None
         if isinstance(model, ALSRecommender):
             cfg = model.config_
@@ -126,6 +129,14 @@ class OnlineModel:
         return True
 
     # -- recommending -----------------------------------------------------------------------
+    def cached(self, user: str, k: int, filters: CompiledRules, explain: bool) -> list[Row] | None:
+        """The answer from the precomputed candidates, for a customer without new events;
+        None when only full scoring (:meth:`recommend`) can answer exactly."""
+        table = self.candidates
+        if table is None:
+            return None
+        return table.answer(user, user in self.model._user_lookup, k, filters, explain)
+
     def recommend(
         self,
         user: str,

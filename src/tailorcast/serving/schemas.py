@@ -33,6 +33,7 @@ __all__ = [
     "RankOut",
     "ReadyOut",
     "RecommendIn",
+    "RecommendQuery",
     "Recommendation",
     "RecommendationsOut",
     "RejectOut",
@@ -170,6 +171,31 @@ class RetrainIn(_Strict):
 
 
 # -- responses -------------------------------------------------------------------------------
+class RecommendQuery(BaseModel):
+    """The query parameters of ``GET .../recommendations`` (not strict: they arrive as
+    text). Validated in one pass by the route (see its module for why)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    k: int = Field(default=10, ge=1, le=100, description="How many items.")
+    explain: bool = Field(default=True, description="Say why each item is recommended.")
+    category: list[str] | None = Field(
+        default=None, max_length=100, description="Only these categories. Repeatable."
+    )
+    exclude_category: list[str] | None = Field(
+        default=None, max_length=100, description="Not these categories. Repeatable."
+    )
+    exclude_item: list[str] | None = Field(
+        default=None, max_length=100, description="Not these items. Repeatable."
+    )
+    min_price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    max_price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    exclude_seen: bool | None = Field(
+        default=None, description="Leave out items the customer interacted with."
+    )
+    max_per_category: int | None = Field(default=None, ge=1, le=100)
+
+
 class Recommendation(BaseModel):
     item_id: str
     rank: int
@@ -181,6 +207,9 @@ class RecommendationsOut(BaseModel):
     customer_id: str
     model_version: str | None
     items: list[Recommendation]
+    variant: str | None = Field(
+        default=None, description="The customer's A/B test variant, when the server runs one."
+    )
 
 
 class RankOut(BaseModel):

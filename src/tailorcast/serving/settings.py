@@ -38,3 +38,8 @@ class ServeSettings(BaseSettings):
     retrain_every_s: float | None = Field(
         default=None, gt=0, description="Retrain in the background this often (seconds)."
     )
+    experiment: str | None = Field(
+        default=None,
+        description="Serve this A/B test (`tailorcast experiment create`): each customer's "
+        "list comes from their variant's model and is recorded with the variant.",
+    )

@@ -67,8 +67,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SPOOL_DIR: Final = "spool"
-#: Record kinds: validated events, product and customer upserts, erasure of customers.
-OPS: Final = ("events", "items", "users", "forget")
+#: Record kinds: validated events, product and customer upserts, erasure of customers, lists
+#: served in an A/B test (:mod:`tailorcast.serving.experiments`).
+OPS: Final = ("events", "items", "users", "forget", "served")
 _OPEN: Final = ".open"
 _SEALED: Final = ".seg"
 _BAD: Final = ".bad"
@@ -374,6 +375,10 @@ def _apply(
         report.events_rejected += summary.rejected
     elif op in ("items", "users"):
         ingest_table(store, op, _frame(rows), config=cfg, keys=keys, label=label)  # type: ignore[arg-type]
+    elif op == "served":
+        from tailorcast.marketing.experiments import merge_served  # lazy, like ingest above
+
+        merge_served(store, rows, label)
     else:
         store.forget([str(r["user_id"]) for r in rows], keys, source=label)
 
